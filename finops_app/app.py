@@ -1,0 +1,94 @@
+"""The Faust application: ``create_app(settings)`` wires topics, tables, agents, views, commands.
+
+``finops`` (the console script) is this app's own Faust CLI: ``finops worker``, ``finops agents``,
+``finops tables``, ``finops send`` and the project's commands (``finops --help`` lists them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import faust
+
+from finops_app import kafka, topics
+from finops_app.config import FAUST_ENV, Settings
+from finops_app.context import Context
+from finops_app.core.validate import Limits
+from finops_app.metrics import Metrics
+from finops_app.tables.declare import declare as declare_tables
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the app for ``settings``; nothing connects until a worker or command starts it."""
+    overriding = [name for name in FAUST_ENV if name in os.environ]
+    if overriding:
+        logger.warning("Faust environment variables %s override FINOPS_ settings", ", ".join(overriding))
+    app = faust.App(
+        settings.app_id,
+        broker=settings.faust_broker_url,
+        broker_credentials=kafka.faust_credentials(settings),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=5,
+        stream_buffer_maxsize=8192,
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        table_standby_replicas=1,
+        autodiscover=False,
+        origin="finops_app",
+        loghandlers=[],
+    )
+    ctx = Context(
+        app=app,
+        settings=settings,
+        topics=topics.declare(app, settings),
+        tables=declare_tables(app, settings.topic_partitions),
+        metrics=Metrics(),
+        limits=Limits.from_settings(settings),
+    )
+    app.finops = ctx  # type: ignore[attr-defined]
+    _register(ctx)
+    return app
+
+
+def _register(ctx: Context) -> None:
+    from finops_app import cli
+    from finops_app.agents import anomalies, intake, ticks, units
+    from finops_app.web import views
+
+    clock = ticks.Clock()
+    intake.register(ctx)
+    units.register(ctx, clock)
+    anomalies.register(ctx, clock)
+    ticks.register(
+        ctx,
+        clock,
+        {
+            ctx.topics.by_unit.get_topic_name(): ctx.tables.unit_state,
+            ctx.topics.by_service.get_topic_name(): ctx.tables.series_state,
+        },
+    )
+    views.register(ctx)
+    cli.register(ctx)
+
+
+app = create_app(Settings.from_env())
+
+
+def main() -> None:
+    """Console entry point: the app's Faust CLI (``finops worker``, ``finops agents`` ...)."""
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")
+    app.main()

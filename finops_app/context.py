@@ -1,0 +1,26 @@
+"""What every agent, view and command is given: the app and its settings, topics and tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from finops_app.config import Settings
+from finops_app.core.validate import Limits
+from finops_app.metrics import Metrics
+from finops_app.tables.declare import Tables
+from finops_app.topics import Topics
+
+
+@dataclass
+class Context:
+    app: faust.App
+    settings: Settings
+    topics: Topics
+    tables: Tables
+    metrics: Metrics
+    limits: Limits
+    # runtime objects other parts look up (sink service, last poll results, recent records)
+    extras: dict[str, Any] = field(default_factory=dict)

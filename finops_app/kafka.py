@@ -1,0 +1,133 @@
+"""Kafka connection settings for Faust and for every plain aiokafka client the app creates.
+
+One place turns ``Settings`` (bootstrap servers, TLS files, SASL mechanism and credentials) into
+keyword arguments, so the worker, the sink's consumer, the CLI producers and the benchmarks all
+connect the same way.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from finops_app.config import Settings
+from finops_app.errors import ConfigError
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """A TLS context from the CA/cert/key files, or None for plaintext protocols."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+        if settings.kafka_ssl_certfile:
+            ctx.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load the Kafka TLS files (FINOPS_KAFKA_SSL_CAFILE / _CERTFILE / _KEYFILE): {exc}"
+        ) from None
+    return ctx
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for AIOKafkaProducer / AIOKafkaConsumer / AIOKafkaAdminClient."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.broker_hosts,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    ctx = ssl_context(settings)
+    if ctx is not None:
+        kwargs["ssl_context"] = ctx
+    if settings.kafka_security_protocol.startswith("SASL"):
+        if not settings.kafka_sasl_username:
+            raise ConfigError("FINOPS_KAFKA_SASL_USERNAME is required with a SASL security protocol")
+        kwargs.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password.get(),
+        )
+    return kwargs
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """``broker_credentials`` for faust.App (None for plaintext)."""
+    import faust
+
+    ctx = ssl_context(settings)
+    protocol = settings.kafka_security_protocol
+    if protocol == "SSL":
+        return faust.SSLCredentials(ctx)
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get(),
+            ssl_context=ctx,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    return None
+
+
+def topic_name(settings: Settings, name: str) -> str:
+    return settings.topic_prefix + name
+
+
+async def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Create the app's topics that do not exist yet (auto-creation is off); returns those created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError
+
+    from finops_app import topics
+
+    wanted = [topic_name(settings, n) for n in (names or list(topics.ALL))]
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    try:
+        await admin.start()
+    except (KafkaError, OSError) as exc:  # unreachable broker: say where and how to start it
+        raise ConnectionError(broker_hint(settings, exc)) from None
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        if missing:
+            configs = {}
+            for n in missing:
+                base = n[len(settings.topic_prefix) :]
+                if base in topics.RETENTION_MS:
+                    configs[n] = {"retention.ms": str(topics.RETENTION_MS[base])}
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        n,
+                        settings.topic_partitions,
+                        settings.topic_replication,
+                        topic_configs=configs.get(n, {}),
+                    )
+                    for n in missing
+                ]
+            )
+        return missing
+    finally:
+        await admin.close()
+
+
+def broker_hint(settings: Settings, exc: BaseException | None = None) -> str:
+    detail = f" ({exc})" if exc else ""
+    return (
+        f"cannot reach the Kafka broker at {settings.broker_url}{detail}. Start the local stack with "
+        "`dev/stack up`, or point FINOPS_BROKER_URL at your cluster."
+    )
+
+
+def producer(settings: Settings, **overrides: Any) -> Any:
+    """An AIOKafkaProducer for CLI commands and tests (acks=all, idempotent, orjson values)."""
+    from aiokafka import AIOKafkaProducer
+
+    kwargs: dict[str, Any] = {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": 8 * 1024 * 1024,
+    }
+    kwargs.update(client_kwargs(settings))
+    kwargs.update(overrides)
+    return AIOKafkaProducer(**kwargs)

@@ -1,0 +1,47 @@
+"""The app's tables: one RocksDB-backed table per keyed state, values are JSON dicts.
+
+- ``unit_state``     key business_unit (and partition records): cost windows, ROI windows,
+                     month spend and sent budget alerts, per-source offsets (idempotence).
+- ``series_state``   key service: EWMA detector state of every series of that service, open
+                     buckets and incidents.
+- ``resource_state`` key resource_id: bounded utilisation history for recommendations.
+
+None of them is a Faust windowed table: windows live inside the values and close by our own
+watermark logic (``core.windows``), so they need no ``expires``; old windows are dropped by
+retention inside the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from typing import Any
+
+import faust
+from faust.types import TableT
+
+
+@dataclass(frozen=True)
+class Tables:
+    unit_state: TableT[str, Any]
+    series_state: TableT[str, Any]
+    resource_state: TableT[str, Any]
+
+
+def declare(app: faust.App, partitions: int) -> Tables:
+    def table(name: str, help_: str) -> TableT[str, Any]:
+        return app.Table(
+            name,
+            default=None,
+            key_type=str,
+            value_type=None,
+            partitions=partitions,
+            options={"driver": "rocksdict"},
+            help=help_,
+        )
+
+    return Tables(
+        unit_state=table("unit_state", "Per business unit: open cost and ROI windows, budgets, offsets."),
+        series_state=table("series_state", "Per service: EWMA state of its anomaly series and incidents."),
+        resource_state=table("resource_state", "Per resource: utilisation history for recommendations."),
+    )
