@@ -1,0 +1,1 @@
+"""Agents: thin wiring of topics and tables to ``core``; one module per processing path."""

@@ -1,0 +1,92 @@
+"""Cost anomalies per service: finops.stream.by-service -> finops.cost.anomalies (key service).
+
+Thin wiring of ``core.costseries``: the service's value in ``series_state`` holds the EWMA state
+of all its series; every cost event updates it (not only large ones), and buckets of quiet
+series close when the partition's watermark (advanced by ticks when idle) passes them.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from finops_app.agents.ticks import Clock
+from finops_app.context import Context
+from finops_app.core import costseries, detector
+from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
+
+
+def series_config(settings: Any) -> costseries.SeriesConfig:
+    return costseries.SeriesConfig(
+        bucket_ms=settings.anomaly_bucket_seconds * 1000,
+        lateness_ms=settings.allowed_lateness_seconds * 1000,
+        min_amount=Decimal(settings.anomaly_min_amount),
+        region_series=settings.anomaly_region_series,
+        params=detector.DetectorParams(direction="up"),
+    )
+
+
+def register(ctx: Context, clock: Clock) -> None:
+    app, settings, topics, metrics = ctx.app, ctx.settings, ctx.topics, ctx.metrics
+    table = ctx.tables.series_state
+    cfg = series_config(settings)
+    recent: list[dict[str, Any]] = ctx.extras.setdefault("recent_anomalies", [])
+    out_topic = topics.anomalies.get_topic_name()
+
+    async def emit(records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            await topics.anomalies.send(key=rec["service"], value=orjson.dumps(rec))
+            metrics.inc("events_out_total", labels={"topic": out_topic})
+            metrics.inc("anomalies_total", labels={"status": rec["status"], "severity": rec["severity"]})
+            if rec["status"] == "open" and rec["detection_latency_ms"]:
+                metrics.observe("detection_latency_ms", rec["detection_latency_ms"])
+            recent.append(rec)
+        del recent[:-500]
+
+    async def process(partition: int, events: list[Any]) -> None:
+        pkey = partition_key(partition)
+        prec = table.get(pkey) or {"wm": 0, "due": {}}
+        wm_before = wm = prec["wm"]
+        states: dict[str, dict[str, Any]] = {}
+        now_ms = int(time.time() * 1000)
+        for event in events:
+            env = orjson.loads(event.value)
+            if env["k"] == "tick":
+                wm = max(wm, env["wm"])
+                continue
+            service = decode_key(event.message.key)
+            st = states.get(service) or table.get(service) or costseries.new_service()
+            states[service] = st
+            src = f"c{env['p']}"
+            if env["o"] <= st["h"].get(src, -1):
+                metrics.inc("duplicates_skipped_total", labels={"agent": "cost_anomalies"})
+                continue
+            st["h"][src] = env["o"]
+            await emit(costseries.observe(st, env["e"], env["t"], cfg, now_ms))
+            wm = max(wm, env["e"]["ts_ms"])
+        for service in set(states) | {s for s, at in prec["due"].items() if at <= wm}:
+            st = states.get(service) or table.get(service) or costseries.new_service()
+            states[service] = st
+            await emit(costseries.advance(st, service, wm, cfg, now_ms))
+            due = costseries.next_due(st, cfg)
+            if due is None:
+                prec["due"].pop(service, None)
+            else:
+                prec["due"][service] = due
+        for service, st in states.items():
+            table[service] = st
+        if wm != wm_before or states:
+            prec["wm"] = wm
+            table[pkey] = prec
+        clock.observe(topics.by_service.get_topic_name(), partition, wm, real=bool(states))
+
+    @app.agent(topics.by_service, name="cost_anomalies")
+    async def cost_anomalies(stream: Any) -> None:
+        """EWMA anomaly detection per service, (service, unit) and (service, region)."""
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+            for partition, events in by_partition(batch).items():
+                with event_context(events[-1]):
+                    await process(partition, events)

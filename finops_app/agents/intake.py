@@ -1,0 +1,81 @@
+"""Intake agents: raw input topics -> validated, re-keyed ``finops.stream.*`` topics or dead letters.
+
+- ``cost_intake``: finops.cost.events -> by-unit (key business_unit) and by-service (key service)
+- ``business_raw_intake``: finops.business.events.raw -> finops.business.events (pseudonymised)
+- ``business_intake``: finops.business.events -> by-unit (user ids pseudonymised if still raw)
+- ``resource_intake``: finops.resource.events -> by-resource (key resource_id)
+
+Validation is ``core.validate``; a bad record goes to finops.deadletter with its reason and
+source position, and the batch goes on. Re-keying here is the repartition step of ``group_by``,
+done explicitly so one parse serves every downstream path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from finops_app.agents.common import dead_letter, envelope
+from finops_app.context import Context
+from finops_app.core.privacy import protect_business
+from finops_app.core.validate import parse_business, parse_cost, parse_resource
+from finops_app.errors import FinOpsError
+
+logger = logging.getLogger(__name__)
+
+Parser = Callable[[Any, Any], dict[str, Any]]
+
+
+def register(ctx: Context) -> None:
+    app, settings, topics, metrics = ctx.app, ctx.settings, ctx.topics, ctx.metrics
+    size, within = settings.batch_size, settings.batch_within_seconds
+
+    async def intake(stream: Any, name: str, parser: Parser, route: Callable[..., Any]) -> None:
+        async for batch in stream.take_events(size, within=within):
+            metrics.inc("events_in_total", len(batch), labels={"topic": batch[0].message.topic})
+            for event in batch:
+                try:
+                    body = parser(event.value, ctx.limits)
+                except FinOpsError as exc:
+                    await dead_letter(ctx, event, exc)
+                    continue
+                await route(event, body)
+            metrics.inc("batches_total", labels={"agent": name})
+
+    async def route_cost(event: Any, body: dict[str, Any]) -> None:
+        await topics.by_unit.send(key=body["business_unit"], value=envelope("cost", event, body))
+        await topics.by_service.send(key=body["service"], value=envelope("cost", event, body))
+
+    async def route_business_raw(event: Any, body: dict[str, Any]) -> None:
+        protected = protect_business(body, settings)
+        await topics.business_events.send(key=protected["user_id"], value=orjson.dumps(protected))
+
+    async def route_business(event: Any, body: dict[str, Any]) -> None:
+        protected = protect_business(body, settings)
+        await topics.by_unit.send(key=protected["business_unit"], value=envelope("biz", event, protected))
+
+    async def route_resource(event: Any, body: dict[str, Any]) -> None:
+        await topics.by_resource.send(key=body["resource_id"], value=envelope("res", event, body))
+
+    @app.agent(topics.cost_events, name="cost_intake")
+    async def cost_intake(stream: Any) -> None:
+        """Validate cost events; re-key by business unit and by service."""
+        await intake(stream, "cost_intake", parse_cost, route_cost)
+
+    @app.agent(topics.business_events_raw, name="business_raw_intake")
+    async def business_raw_intake(stream: Any) -> None:
+        """Validate raw business events; pseudonymise them onto finops.business.events."""
+        await intake(stream, "business_raw_intake", parse_business, route_business_raw)
+
+    @app.agent(topics.business_events, name="business_intake")
+    async def business_intake(stream: Any) -> None:
+        """Validate business events; re-key by business unit for the ROI join."""
+        await intake(stream, "business_intake", parse_business, route_business)
+
+    @app.agent(topics.resource_events, name="resource_intake")
+    async def resource_intake(stream: Any) -> None:
+        """Validate utilisation samples; re-key by resource id."""
+        await intake(stream, "resource_intake", parse_resource, route_resource)

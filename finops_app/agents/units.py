@@ -1,0 +1,184 @@
+"""Per business unit: 5-minute cost totals and the cost/revenue ROI join, closed by watermark.
+
+Consumes finops.stream.by-unit (cost and business events re-keyed by unit, plus ticks);
+produces one WindowTotal per unit and window on finops.cost.aggregations and one RoiResult per
+unit and ROI window on finops.roi.calculations, each when the partition's watermark passes the
+window's end plus the allowed lateness; a late event re-emits the window with ``revision + 1``.
+
+Exactness: a unit's value stores the highest source offset applied per source partition, so an
+event delivered twice (a redelivery after a crash, or a re-sent intake record) is counted once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from finops_app.agents.common import dead_letter
+from finops_app.agents.ticks import Clock
+from finops_app.context import Context
+from finops_app.core import budget as budget_core
+from finops_app.core.money import q4s
+from finops_app.core.validate import iso
+from finops_app.core.windows import Closed, WindowSpec, accept, add, close, next_due, roi
+from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
+
+logger = logging.getLogger(__name__)
+
+
+def new_unit() -> dict[str, Any]:
+    return {"w": {}, "r": {}, "h": {}, "cur": None, "m": {}, "ma": {}}
+
+
+def window_total(unit: str, c: Closed, currency: str | None) -> dict[str, Any]:
+    return {
+        "business_unit": unit,
+        "total_cost": q4s(c.cost),
+        "event_count": c.cost_events,
+        "window_start": iso(c.start_ms),
+        "window_end": iso(c.end_ms),
+        "revision": c.revision,
+        "currency": currency or "USD",
+        "closed_at": iso(int(time.time() * 1000)),
+        "late": c.late,
+    }
+
+
+def roi_result(unit: str, c: Closed) -> dict[str, Any]:
+    return {
+        "business_unit": unit,
+        "cost": q4s(c.cost),
+        "revenue": q4s(c.revenue),
+        "roi": roi(c.cost, c.revenue),
+        "cost_events": c.cost_events,
+        "revenue_events": c.revenue_events,
+        "unit_cost": q4s(c.cost / c.revenue_events) if c.revenue_events else None,
+        "window_start": iso(c.start_ms),
+        "window_end": iso(c.end_ms),
+        "timestamp": iso(int(time.time() * 1000)),
+        "revision": c.revision,
+    }
+
+
+def register(ctx: Context, clock: Clock) -> None:
+    app, settings, topics, metrics = ctx.app, ctx.settings, ctx.topics, ctx.metrics
+    table = ctx.tables.unit_state
+    lateness = settings.allowed_lateness_seconds * 1000
+    retention = settings.window_retention_seconds * 1000
+    totals = WindowSpec(settings.window_seconds * 1000, lateness, retention)
+    rois = WindowSpec(settings.roi_window_seconds * 1000, lateness, retention)
+    budgets = settings.budgets
+
+    async def process(partition: int, events: list[Any]) -> None:
+        pkey = partition_key(partition)
+        prec = table.get(pkey) or {"wm": 0, "due": {}}
+        wm_before = wm = prec["wm"]
+        states: dict[str, dict[str, Any]] = {}
+        latest_produce = 0
+        for event in events:
+            env = orjson.loads(event.value)
+            kind = env["k"]
+            if kind == "tick":
+                wm = max(wm, env["wm"])
+                continue
+            unit = decode_key(event.message.key)
+            st = states.get(unit) or table.get(unit) or new_unit()
+            states[unit] = st
+            src = f"{kind[0]}{env['p']}"
+            if env["o"] <= st["h"].get(src, -1):
+                metrics.inc("duplicates_skipped_total", labels={"agent": "unit_windows"})
+                continue
+            st["h"][src] = env["o"]
+            body = env["e"]
+            ts = body["ts_ms"]
+            if st["cur"] is None:
+                st["cur"] = body["currency"]
+            elif body["currency"] != st["cur"]:
+                await dead_letter(
+                    ctx,
+                    event,
+                    f"currency {body['currency']} differs from {st['cur']} "
+                    "already used by this business unit; convert before sending",
+                    "window",
+                )
+                continue
+            wkey, rkey = accept(totals, st["w"], ts, wm), accept(rois, st["r"], ts, wm)
+            if wkey is None or rkey is None:
+                await dead_letter(
+                    ctx,
+                    event,
+                    "event time is older than the window retention "
+                    "(FINOPS_WINDOW_RETENTION_SECONDS); load it through Snowflake",
+                    "window",
+                )
+                continue
+            if kind == "cost":
+                amount = Decimal(body["cost_amount"])
+                add(st["w"], wkey, cost=amount)
+                add(st["r"], rkey, cost=amount)
+                _add_month(st, ts, amount)
+            else:
+                add(st["r"], rkey, revenue=Decimal(body["revenue_impact"]))
+            wm = max(wm, ts)
+            latest_produce = max(latest_produce, env["t"])
+        due_units = [u for u, at in prec["due"].items() if at <= wm]
+        for unit in set(states) | set(due_units):
+            st = states.get(unit) or table.get(unit) or new_unit()
+            states[unit] = st
+            for c in close(totals, st["w"], wm):
+                await topics.aggregations.send(key=unit, value=orjson.dumps(window_total(unit, c, st["cur"])))
+                metrics.inc("events_out_total", labels={"topic": topics.aggregations.get_topic_name()})
+            for c in close(rois, st["r"], wm):
+                await topics.roi.send(key=unit, value=orjson.dumps(roi_result(unit, c)))
+                metrics.inc("events_out_total", labels={"topic": topics.roi.get_topic_name()})
+            await _budget_alerts(unit, st, wm)
+            due = [d for d in (next_due(totals, st["w"]), next_due(rois, st["r"])) if d is not None]
+            if due:
+                prec["due"][unit] = min(due)
+            else:
+                prec["due"].pop(unit, None)
+        for unit, st in states.items():
+            table[unit] = st
+        if wm != wm_before or states:
+            prec["wm"] = wm
+            table[pkey] = prec
+        clock.observe(topics.by_unit.get_topic_name(), partition, wm, real=bool(states))
+        if latest_produce:
+            metrics.observe(
+                "pipeline_latency_ms", time.time() * 1000 - latest_produce, labels={"agent": "unit_windows"}
+            )
+
+    def _add_month(st: dict[str, Any], ts: int, amount: Decimal) -> None:
+        _, _, month = budget_core.month_bounds(ts)
+        st["m"][month] = str(Decimal(st["m"].get(month, "0")) + amount)
+        for old in sorted(st["m"])[:-2]:  # keep this month and the previous one
+            st["m"].pop(old, None)
+            st["ma"].pop(old, None)
+
+    async def _budget_alerts(unit: str, st: dict[str, Any], wm: int) -> None:
+        amount = budgets.get(unit)
+        if amount is None or not st["m"] or wm <= 0:
+            return
+        start, end, month = budget_core.month_bounds(wm)
+        spent = Decimal(st["m"].get(month, "0"))
+        forecast = budget_core.forecast_month_end(spent, wm, start, end)
+        sent = st["ma"].setdefault(month, [])
+        for kind, threshold in budget_core.due_alerts(amount, spent, forecast, sent):
+            alert = budget_core.alert_record(
+                unit, month, kind, threshold, budget=amount, spent=spent, forecast=forecast, now_ms=wm
+            )
+            sent.append(budget_core.alert_key(kind, threshold))
+            await topics.budget_alerts.send(key=unit, value=orjson.dumps(alert))
+            metrics.inc("events_out_total", labels={"topic": topics.budget_alerts.get_topic_name()})
+
+    @app.agent(topics.by_unit, name="unit_windows")
+    async def unit_windows(stream: Any) -> None:
+        """Window totals, ROI and budgets per business unit."""
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+            for partition, events in by_partition(batch).items():
+                with event_context(events[-1]):
+                    await process(partition, events)

@@ -1,0 +1,313 @@
+"""Cost anomaly series of one service: bucket sums -> detector -> incidents -> CostAnomaly dicts.
+
+A service's table value holds every series of that service: the service itself, each
+(service, business unit) pair and, optionally, each (service, region) pair. Cost is summed per
+event-time bucket (``anomaly_bucket_seconds``); a bucket whose running sum already exceeds the
+detector's upper bound opens an incident at once (early alert), and a closed bucket feeds the
+EWMA detector (``core.detector``), which confirms, updates or closes the incident. One incident
+produces one ``open`` record, ``updated`` records when it worsens, and one ``closed`` record;
+every record names the dimensions that drove the excess.
+
+Pure functions over JSON dicts: the agent loads the value, calls ``observe``/``advance`` and
+stores it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from finops_app.core import detector
+from finops_app.core.money import q4s
+from finops_app.core.validate import iso
+
+MAX_ZERO_FILL = 12  # empty buckets fed as zero cost before a gap counts as missing data
+TOP_RESOURCES = 20  # resources tracked per bucket for the driver list
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesConfig:
+    bucket_ms: int
+    lateness_ms: int
+    min_amount: Decimal
+    region_series: bool
+    params: detector.DetectorParams
+
+
+def new_service() -> dict[str, Any]:
+    return {"s": {}, "dr": None, "h": {}}
+
+
+def severity(deviation_percent: float | None) -> str:
+    if deviation_percent is None or deviation_percent > 100:
+        return "CRITICAL"
+    if deviation_percent > 50:
+        return "HIGH"
+    return "MEDIUM"
+
+
+def series_keys(service: str, event: dict[str, Any], cfg: SeriesConfig) -> list[tuple[str, str, str]]:
+    """(series key, business unit, region) for every series an event belongs to."""
+    bu, region = event["business_unit"], event["region"]
+    keys = [(service, "*", "*"), (f"{service}|bu={bu}", bu, "*")]
+    if cfg.region_series:
+        keys.append((f"{service}|region={region}", "*", region))
+    return keys
+
+
+def observe(
+    state: dict[str, Any],
+    event: dict[str, Any],
+    produced_ms: int,
+    cfg: SeriesConfig,
+    now_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """Add one validated cost event; returns the anomaly records it triggers (mutates ``state``)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    service, ts, amount = event["service"], event["ts_ms"], Decimal(event["cost_amount"])
+    bucket = ts - ts % cfg.bucket_ms
+    out: list[dict[str, Any]] = []
+    for key, bu, region in series_keys(service, event, cfg):
+        ser = state["s"].get(key)
+        if ser is None:
+            ser = state["s"][key] = {
+                "d": detector.new_state(),
+                "b": None,
+                "lb": None,
+                "v": "0",
+                "inc": None,
+                "bu": bu,
+                "re": region,
+            }
+        if ser["b"] is not None and bucket > ser["b"]:
+            out.extend(_finalize(state, service, key, ser, cfg, now_ms, produced_ms))
+        if ser["b"] is None:
+            if ser["lb"] is not None and bucket <= ser["lb"]:
+                continue  # a late event for a bucket already scored: windows count it, detection skips it
+            ser["b"], ser["v"] = bucket, "0"
+            if key == service:
+                state["dr"] = {"bu": {}, "region": {}, "res": {}}
+        elif bucket < ser["b"]:
+            continue
+        value = Decimal(ser["v"]) + amount
+        ser["v"] = str(value)
+        if key == service:
+            _track_drivers(state["dr"], event, amount)
+        if ser["inc"] is None:
+            expected, upper = detector.bounds(ser["d"], bucket, cfg.params)
+            if float(value) > upper and value - Decimal(str(expected)) >= cfg.min_amount:
+                out.append(
+                    _open(
+                        state,
+                        service,
+                        key,
+                        ser,
+                        float(value),
+                        expected,
+                        0.0,
+                        bucket,
+                        cfg,
+                        now_ms,
+                        produced_ms,
+                    )
+                )
+    return out
+
+
+def advance(
+    state: dict[str, Any], service: str, watermark: int, cfg: SeriesConfig, now_ms: int
+) -> list[dict[str, Any]]:
+    """Close every bucket the watermark has passed (idle series); returns anomaly records."""
+    out: list[dict[str, Any]] = []
+    for key, ser in state["s"].items():
+        if ser["b"] is not None and ser["b"] + cfg.bucket_ms + cfg.lateness_ms <= watermark:
+            out.extend(_finalize(state, service, key, ser, cfg, now_ms, None))
+    return out
+
+
+def next_due(state: dict[str, Any], cfg: SeriesConfig) -> int | None:
+    due = [s["b"] + cfg.bucket_ms + cfg.lateness_ms for s in state["s"].values() if s["b"] is not None]
+    return min(due) if due else None
+
+
+def _finalize(
+    state: dict[str, Any],
+    service: str,
+    key: str,
+    ser: dict[str, Any],
+    cfg: SeriesConfig,
+    now_ms: int,
+    produced_ms: int | None,
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    bucket, value = ser["b"], float(Decimal(ser["v"]))
+    if ser["lb"] is not None:
+        gap = (bucket - ser["lb"]) // cfg.bucket_ms - 1
+        for i in range(1, min(gap, MAX_ZERO_FILL) + 1):
+            ser["d"], _ = detector.update(ser["d"], ser["lb"] + i * cfg.bucket_ms, 0.0, cfg.params)
+    ser["d"], verdict = detector.update(ser["d"], bucket, value, cfg.params)
+    ser["lb"], ser["b"] = bucket, None
+    inc = ser["inc"]
+    excess_ok = value - verdict.expected >= float(cfg.min_amount)
+    if inc is None and verdict.is_anomaly and excess_ok:
+        out.append(
+            _open(
+                state,
+                service,
+                key,
+                ser,
+                value,
+                verdict.expected,
+                verdict.score,
+                bucket,
+                cfg,
+                now_ms,
+                produced_ms,
+            )
+        )
+    elif inc is not None and not verdict.incident_open:
+        out.append(
+            _record(
+                state,
+                service,
+                key,
+                ser,
+                "closed",
+                value,
+                verdict.expected,
+                verdict.score,
+                bucket,
+                cfg,
+                now_ms,
+                produced_ms,
+            )
+        )
+        ser["inc"] = None
+    elif inc is not None and value > inc["peak"] * 1.25:
+        inc["peak"] = value
+        out.append(
+            _record(
+                state,
+                service,
+                key,
+                ser,
+                "updated",
+                value,
+                verdict.expected,
+                verdict.score,
+                bucket,
+                cfg,
+                now_ms,
+                produced_ms,
+            )
+        )
+    return out
+
+
+def _open(
+    state: dict[str, Any],
+    service: str,
+    key: str,
+    ser: dict[str, Any],
+    value: float,
+    expected: float,
+    score: float,
+    bucket: int,
+    cfg: SeriesConfig,
+    now_ms: int,
+    produced_ms: int | None,
+) -> dict[str, Any]:
+    anomaly_id = hashlib.sha256(f"{key}|{bucket}".encode()).hexdigest()[:24]
+    ser["inc"] = {"id": anomaly_id, "start": bucket, "rev": 0, "peak": value}
+    return _record(
+        state, service, key, ser, "open", value, expected, max(score, 0.5), bucket, cfg, now_ms, produced_ms
+    )
+
+
+def _record(
+    state: dict[str, Any],
+    service: str,
+    key: str,
+    ser: dict[str, Any],
+    status: str,
+    value: float,
+    expected: float,
+    score: float,
+    bucket: int,
+    cfg: SeriesConfig,
+    now_ms: int,
+    produced_ms: int | None,
+) -> dict[str, Any]:
+    inc = ser["inc"]
+    inc["rev"] += 1
+    deviation = (value - expected) / expected * 100 if expected > 1e-9 else None
+    return {
+        "anomaly_id": inc["id"],
+        "anomaly_type": "cost_spike" if status != "closed" else "cost_spike_resolved",
+        "status": status,
+        "service": service,
+        "business_unit": ser["bu"],
+        "region": ser["re"],
+        "series": key,
+        "current_cost": q4s(Decimal(str(value))),
+        "historical_average": q4s(Decimal(str(expected))),
+        "deviation_percent": None if deviation is None else round(deviation, 2),
+        "score": round(min(1.0, max(0.0, score)), 4),
+        "severity": severity(deviation),
+        "drivers": drivers(state, service, ser, cfg),
+        "window_start": iso(bucket),
+        "window_end": iso(bucket + cfg.bucket_ms),
+        "timestamp": iso(bucket),
+        "first_seen": iso(inc["start"]),
+        "detected_at": iso(now_ms),
+        "detection_latency_ms": max(0, now_ms - produced_ms) if produced_ms else 0,
+        "revision": inc["rev"],
+    }
+
+
+def _track_drivers(dr: dict[str, Any], event: dict[str, Any], amount: Decimal) -> None:
+    for dim, value in (
+        ("bu", event["business_unit"]),
+        ("region", event["region"]),
+        ("res", event["resource_id"]),
+    ):
+        bucket = dr[dim]
+        if dim == "res" and value not in bucket and len(bucket) >= TOP_RESOURCES:
+            smallest = min(bucket, key=lambda k: Decimal(bucket[k]))
+            if Decimal(bucket[smallest]) >= amount:
+                continue
+            del bucket[smallest]
+        bucket[value] = str(Decimal(bucket.get(value, "0")) + amount)
+
+
+def drivers(
+    state: dict[str, Any], service: str, ser: dict[str, Any], cfg: SeriesConfig
+) -> list[dict[str, Any]]:
+    """Which business unit, region and resources contributed most to the excess (top 3 each)."""
+    dr = state.get("dr") or {}
+    out: list[dict[str, Any]] = []
+    names = {"bu": "business_unit", "region": "region", "res": "resource_id"}
+    for dim in ("bu", "region", "res"):
+        rows = []
+        for value, observed_s in (dr.get(dim) or {}).items():
+            observed = float(Decimal(observed_s))
+            expected = 0.0
+            if dim != "res":
+                sub = state["s"].get(f"{service}|{'bu' if dim == 'bu' else 'region'}={value}")
+                if sub is not None and ser["b"] is not None:
+                    expected, _ = detector.bounds(sub["d"], ser["b"], cfg.params)
+            rows.append(
+                {
+                    "dimension": names[dim],
+                    "value": value,
+                    "observed": round(observed, 4),
+                    "expected": round(expected, 4),
+                    "excess": round(observed - expected, 4),
+                }
+            )
+        rows.sort(key=lambda r: r["excess"], reverse=True)
+        out.extend(rows[:3])
+    return out
