@@ -65,13 +65,14 @@ def create_app(settings: Settings) -> faust.App:
 
 def _register(ctx: Context) -> None:
     from finops_app import cli
-    from finops_app.agents import anomalies, intake, ticks, units
+    from finops_app.agents import anomalies, intake, recommendations, ticks, units
     from finops_app.web import views
 
     clock = ticks.Clock()
     intake.register(ctx)
     units.register(ctx, clock)
     anomalies.register(ctx, clock)
+    recommendations.register(ctx)
     ticks.register(
         ctx,
         clock,

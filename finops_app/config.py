@@ -199,6 +199,16 @@ class Settings:
     utilisation_lookback_hours: int = _f(
         72, "Hours of utilisation a recommendation rests on.", group="optimisation"
     )
+    storage_cold_threshold: float = _f(
+        0.10,
+        "Buckets/volumes whose p95 access rate stays below this move to a colder class.",
+        group="optimisation",
+    )
+    price_table: str = _f(
+        "",
+        "JSON or CSV file overriding the embedded price snapshot (see core/prices.py).",
+        group="optimisation",
+    )
     actions_enabled: bool = _f(False, "Allow stop/resize actions at all.", group="optimisation")
     actions_dry_run: bool = _f(True, "Record actions without calling the cloud API.", group="optimisation")
     # -- Snowflake ----------------------------------------------------------------------------

@@ -55,7 +55,9 @@ def dead_letter_value(
     )
 
 
-async def dead_letter(ctx: Context, event: EventT[Any], error: FinOpsError | str, stage: str = "intake") -> None:
+async def dead_letter(
+    ctx: Context, event: EventT[Any], error: FinOpsError | str, stage: str = "intake"
+) -> None:
     """Send the event's raw bytes with the reason to finops.deadletter and count it."""
     msg = event.message
     raw = msg.value if isinstance(msg.value, bytes) else None

@@ -1,0 +1,70 @@
+"""Savings from utilisation: finops.stream.by-resource -> recommendations and the action audit trail.
+
+Each resource's bounded utilisation history lives in ``resource_state``; after a batch, resources
+due for evaluation (hourly, event time) are run through ``core.rightsizing``; new or changed
+recommendations go to finops.optimization.recommendations, and stop/resize candidates through
+``actions.execute`` (dry-run unless enabled), whose result is recorded on finops.actions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from finops_app import actions
+from finops_app.context import Context
+from finops_app.core import rightsizing
+from finops_app.core.prices import load_overrides
+from finops_app.tables.state import by_partition, decode_key, event_context
+
+ACTIONABLE = frozenset({"stop_idle", "rightsize"})
+
+
+def register(ctx: Context) -> None:
+    app, settings, topics, metrics = ctx.app, ctx.settings, ctx.topics, ctx.metrics
+    table = ctx.tables.resource_state
+    prices = load_overrides(settings.price_table or None)
+    ec2 = actions.ec2_client(settings)
+    lookback = settings.utilisation_lookback_hours
+    recent: list[dict[str, Any]] = ctx.extras.setdefault("recent_recommendations", [])
+
+    async def evaluate(rid: str, st: dict[str, Any]) -> None:
+        now_ms = st["r"].get("last_ts_ms") or 0
+        if not rightsizing.should_reevaluate(st["r"], now_ms):
+            return
+        recs = rightsizing.recommend(st["r"], st["res"], prices, settings, now_ms)
+        st["r"], fresh = rightsizing.mark_evaluated(st["r"], recs, now_ms)
+        for rec in fresh:
+            await topics.recommendations.send(key=rid, value=orjson.dumps(rec))
+            metrics.inc("events_out_total", labels={"topic": topics.recommendations.get_topic_name()})
+            recent.append(rec)
+            if rec["kind"] in ACTIONABLE:
+                action = await actions.execute(rec, settings, ec2)
+                await topics.actions.send(key=rid, value=orjson.dumps(action))
+                metrics.inc("actions_total", labels={"kind": action["kind"], "status": action["status"]})
+        del recent[:-500]
+
+    @app.agent(topics.by_resource, name="recommendations")
+    async def recommendations(stream: Any) -> None:
+        """Right-size, stop, spot and storage-tier recommendations from utilisation."""
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+            for _, events in by_partition(batch).items():
+                with event_context(events[-1]):
+                    states: dict[str, dict[str, Any]] = {}
+                    for event in events:
+                        env = orjson.loads(event.value)
+                        rid = decode_key(event.message.key)
+                        st = states.get(rid) or table.get(rid) or {"r": rightsizing.new_state(), "h": {}}
+                        states[rid] = st
+                        src = f"r{env['p']}"
+                        if env["o"] <= st["h"].get(src, -1):
+                            metrics.inc("duplicates_skipped_total", labels={"agent": "recommendations"})
+                            continue
+                        st["h"][src] = env["o"]
+                        st["r"] = rightsizing.observe(st["r"], env["e"], lookback_hours=lookback)
+                        st["res"] = env["e"]
+                    for rid, st in states.items():
+                        if "res" in st:
+                            await evaluate(rid, st)
+                        table[rid] = st
