@@ -172,6 +172,10 @@ class Settings:
     business_hash_fields: tuple[str, ...] = _f(
         ("order_id", "session_id"), "Metadata fields replaced by their keyed hash.", group="privacy"
     )
+    http_max_body_bytes: int = _f(
+        5_000_000, "Largest request body the business-event endpoint accepts (413 beyond).", group="privacy"
+    )
+    http_max_items: int = _f(10_000, "Most business events in one POST.", group="privacy")
     web_token: Secret = _f(
         Secret(""), "Bearer token required by state-changing web endpoints (empty: none).", group="privacy"
     )

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ CHARGE_CATEGORIES = frozenset({"usage", "purchase", "tax"}) | NEGATIVE_OK
 _ID_RE = re.compile(r"^[\w.:/@+=,\-$#*]{1,256}$")
 _UNKNOWN_UNITS = frozenset({"", "unknown", "none", "null", UNALLOCATED})
 MAX_TEXT = 256
+MAX_DECIMALS = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +81,17 @@ def _obj(value: Any) -> Mapping[str, Any]:
 def text(d: Mapping[str, Any], key: str, default: str | None = None, *, ident: bool = False) -> str:
     """A short string field; ``default`` None means required."""
     value = d.get(key)
+    if isinstance(value, str):
+        value = value.strip()
     if value is None or value == "":
         if default is None:
             raise ValidationError("is required", key)
         return default
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValidationError(f"expected a string, got {type(value).__name__}", key)
-    s = str(value).strip()
+    if isinstance(value, int) and abs(value) >= 10**18:
+        raise ValidationError("number too large for an identifier", key)
+    s = str(value)
     if len(s) > MAX_TEXT:
         raise ValidationError(f"longer than {MAX_TEXT} characters", key)
     if ident and not _ID_RE.match(s):
@@ -103,6 +108,10 @@ def money(d: Mapping[str, Any], key: str, limits: Limits, default: Decimal | Non
         return default
     if isinstance(value, bool):
         raise ValidationError("expected a number, got a boolean", key)
+    if isinstance(value, int) and value.bit_length() > 128:
+        raise ValidationError(f"magnitude exceeds {limits.max_amount}", key)
+    if isinstance(value, str) and len(value) > 64:
+        raise ValidationError("is longer than 64 characters", key)
     try:
         if isinstance(value, float):
             if not math.isfinite(value):
@@ -112,12 +121,16 @@ def money(d: Mapping[str, Any], key: str, limits: Limits, default: Decimal | Non
             amount = Decimal(str(value).strip())
         else:
             raise ValidationError(f"expected a number, got {type(value).__name__}", key)
-    except InvalidOperation:
+        if not amount.is_finite():
+            raise ValidationError("must be finite", key)
+        if amount and amount.adjusted() > 30:
+            raise ValidationError(f"magnitude exceeds {limits.max_amount}", key)
+        if amount.as_tuple().exponent < -MAX_DECIMALS:  # type: ignore[operator]
+            raise ValidationError(f"has more than {MAX_DECIMALS} decimal places", key)
+        if abs(amount) > limits.max_amount:
+            raise ValidationError(f"magnitude exceeds {limits.max_amount}", key)
+    except ArithmeticError:  # InvalidOperation, Overflow: not a usable number
         raise ValidationError(f"{str(value)[:40]!r} is not a number", key) from None
-    if not amount.is_finite():
-        raise ValidationError("must be finite", key)
-    if abs(amount) > limits.max_amount:
-        raise ValidationError(f"magnitude exceeds {limits.max_amount}", key)
     return amount
 
 
@@ -131,8 +144,10 @@ def timestamp_ms(d: Mapping[str, Any], key: str, limits: Limits, default: int | 
     if isinstance(value, bool):
         raise ValidationError("expected a timestamp, got a boolean", key)
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValidationError("must be finite", key)
+        if not -1e15 < value < 1e15:
+            raise ValidationError("is out of range for a timestamp", key)
         ms = int(value if value > 1e11 else value * 1000)
     elif isinstance(value, str):
         s = value.strip()
@@ -271,7 +286,7 @@ def _utilisation(d: Mapping[str, Any]) -> float:
         raise ValidationError("expected a number", "utilisation")
     try:
         u = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValidationError(f"{str(value)[:40]!r} is not a number", "utilisation") from None
     if not math.isfinite(u):
         raise ValidationError("must be finite", "utilisation")

@@ -14,7 +14,6 @@ retention inside the value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Any
 
 import faust
