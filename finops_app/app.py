@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> faust.App:
 def _register(ctx: Context) -> None:
     from finops_app import cli
     from finops_app.agents import anomalies, intake, recommendations, ticks, units
+    from finops_app.sources import http_events
     from finops_app.web import views
 
     clock = ticks.Clock()
@@ -82,6 +83,7 @@ def _register(ctx: Context) -> None:
         },
     )
     views.register(ctx)
+    http_events.register(ctx)
     cli.register(ctx)
 
 
@@ -92,4 +94,20 @@ def main() -> None:
     """Console entry point: the app's Faust CLI (``finops worker``, ``finops agents`` ...)."""
     if len(sys.argv) == 1:
         sys.argv.append("--help")
+    if sys.argv[1:2] == ["worker"]:
+        _preflight(app.finops.settings)  # type: ignore[attr-defined]
     app.main()
+
+
+def _preflight(settings: Settings) -> None:
+    """One connection to the broker before the worker starts: bad credentials or TLS files end
+    the worker with one clear line (exit 2) instead of aiokafka's 'Unable to bootstrap' traceback."""
+    import asyncio
+
+    from finops_app.errors import ConfigError
+
+    try:
+        asyncio.run(kafka.check_connection(settings))
+    except (ConfigError, ConnectionError) as exc:
+        sys.stderr.write(f"finops worker: {exc}\n")
+        sys.exit(2)

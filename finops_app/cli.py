@@ -30,8 +30,8 @@ async def produce_all(
     producer = kafka.producer(settings)
     try:
         await producer.start()
-    except (KafkaError, OSError) as exc:  # unreachable broker: say where and how to start it
-        raise ConnectionError(kafka.broker_hint(settings, exc)) from None
+    except (KafkaError, OSError) as exc:  # bad credentials/TLS, or an unreachable broker: say which
+        raise await kafka.connection_error(settings, exc) from None
     sent = 0
     pending: list[Awaitable[Any]] = []
     try:

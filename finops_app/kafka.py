@@ -82,8 +82,8 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> l
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     try:
         await admin.start()
-    except (KafkaError, OSError) as exc:  # unreachable broker: say where and how to start it
-        raise ConnectionError(broker_hint(settings, exc)) from None
+    except (KafkaError, OSError) as exc:  # bad credentials/TLS, or an unreachable broker: say which
+        raise await connection_error(settings, exc) from None
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in wanted if n not in existing]
@@ -107,6 +107,76 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> l
         return missing
     finally:
         await admin.close()
+
+
+async def first_connect_error(settings: Settings) -> BaseException | None:
+    """Open one connection to the bootstrap servers exactly as aiokafka does; the first error, or None.
+
+    aiokafka's bootstrap only logs why a server failed (TLS, SASL) and then raises a bare
+    ``KafkaConnectionError('Unable to bootstrap from ...')``; this recovers the cause.
+    """
+    from aiokafka.conn import create_conn
+
+    kwargs = client_kwargs(settings)
+    del kwargs["bootstrap_servers"]
+    first: BaseException | None = None
+    for server in settings.broker_hosts.split(","):
+        host, sep, port = server.rpartition(":")
+        if not sep:
+            host, port = server, "9092"
+        try:
+            conn = await create_conn(host, int(port), request_timeout_ms=10_000, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the cause we are looking for, whatever it is
+            first = first or exc
+            continue
+        conn.close()
+        return None
+    return first
+
+
+def explain(settings: Settings, exc: BaseException) -> Exception:
+    """A ConfigError naming the setting to fix (credentials, mechanism, TLS files), else a
+    ConnectionError saying where the broker was expected. Never contains the password."""
+    from aiokafka.errors import (
+        AuthenticationFailedError,
+        SaslAuthenticationFailed,
+        UnsupportedSaslMechanismError,
+    )
+
+    where = f"the Kafka broker at {settings.broker_url}"
+    if isinstance(exc, SaslAuthenticationFailed | AuthenticationFailedError):
+        return ConfigError(
+            f"Kafka authentication failed: {where} refused user {settings.kafka_sasl_username!r} "
+            f"({settings.kafka_sasl_mechanism}): {exc}. Check FINOPS_KAFKA_SASL_USERNAME, "
+            "FINOPS_KAFKA_SASL_PASSWORD and FINOPS_KAFKA_SASL_MECHANISM."
+        )
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return ConfigError(
+            f"Kafka authentication failed: {exc}. Set FINOPS_KAFKA_SASL_MECHANISM to one of those."
+        )
+    if isinstance(exc, ssl.SSLError):
+        return ConfigError(
+            f"TLS handshake with {where} failed: {exc}. Check FINOPS_KAFKA_SSL_CAFILE (the CA that "
+            "signed the broker certificate), FINOPS_KAFKA_SSL_CERTFILE / _KEYFILE and "
+            "FINOPS_KAFKA_SECURITY_PROTOCOL."
+        )
+    return ConnectionError(broker_hint(settings, exc))
+
+
+async def connection_error(settings: Settings, exc: BaseException) -> Exception:
+    """The error to raise when an aiokafka client's ``start()`` failed with ``exc``."""
+    from aiokafka.errors import KafkaConnectionError
+
+    if isinstance(exc, KafkaConnectionError):  # the bare "Unable to bootstrap": find the cause
+        exc = await first_connect_error(settings) or exc
+    return explain(settings, exc)
+
+
+async def check_connection(settings: Settings) -> None:
+    """Raise ConfigError/ConnectionError (see ``explain``) unless a bootstrap server lets us in."""
+    exc = await first_connect_error(settings)
+    if exc is not None:
+        raise explain(settings, exc)
 
 
 def broker_hint(settings: Settings, exc: BaseException | None = None) -> str:
