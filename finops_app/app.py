@@ -64,8 +64,8 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def _register(ctx: Context) -> None:
-    from finops_app import cli
-    from finops_app.agents import anomalies, intake, recommendations, ticks, units
+    from finops_app import cli, cli_data
+    from finops_app.agents import anomalies, intake, ledger, recommendations, ticks, units
     from finops_app.sources import http_events
     from finops_app.web import views
 
@@ -74,6 +74,7 @@ def _register(ctx: Context) -> None:
     units.register(ctx, clock)
     anomalies.register(ctx, clock)
     recommendations.register(ctx)
+    ledger.register(ctx)
     ticks.register(
         ctx,
         clock,
@@ -85,6 +86,7 @@ def _register(ctx: Context) -> None:
     views.register(ctx)
     http_events.register(ctx)
     cli.register(ctx)
+    cli_data.register(ctx)
 
 
 app = create_app(Settings.from_env())

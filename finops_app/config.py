@@ -150,6 +150,11 @@ class Settings:
     )
     batch_size: int = _f(2000, "Events processed per batch by the stream agents.", group="stream")
     batch_within_seconds: float = _f(0.05, "Longest wait to fill a batch.", group="stream")
+    ledger_sources: tuple[str, ...] = _f(
+        ("cost_explorer", "focus"),
+        "Sources that re-send events (restatements): counted once per event id, changes as deltas.",
+        group="stream",
+    )
     # -- anomaly detection --------------------------------------------------------------------
     anomaly_bucket_seconds: int = _f(
         300, "Cost series are summed per bucket of this size before scoring.", group="anomaly"

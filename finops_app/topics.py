@@ -25,6 +25,7 @@ RESOURCE_EVENTS = "finops.resource.events"  # key resource_id
 BY_UNIT = "finops.stream.by-unit"  # key business_unit: cost + business events + ticks
 BY_SERVICE = "finops.stream.by-service"  # key service: cost events + ticks
 BY_RESOURCE = "finops.stream.by-resource"  # key resource_id: utilisation samples
+BY_ID = "finops.stream.by-id"  # key event_id: events of re-sending sources, for the ledger
 # results
 ANOMALIES = "finops.cost.anomalies"  # key service
 AGGREGATIONS = "finops.cost.aggregations"  # key business_unit
@@ -35,7 +36,7 @@ ACTIONS = "finops.actions"  # key resource_id
 DEADLETTER = "finops.deadletter"  # key source topic
 
 INPUTS = (COST_EVENTS, BUSINESS_EVENTS_RAW, BUSINESS_EVENTS, RESOURCE_EVENTS)
-INTERNAL = (BY_UNIT, BY_SERVICE, BY_RESOURCE)
+INTERNAL = (BY_UNIT, BY_SERVICE, BY_RESOURCE, BY_ID)
 RESULTS = (ANOMALIES, AGGREGATIONS, ROI, RECOMMENDATIONS, BUDGET_ALERTS, ACTIONS, DEADLETTER)
 ALL = INPUTS + INTERNAL + RESULTS
 
@@ -54,6 +55,7 @@ class Topics:
     by_unit: faust.TopicT
     by_service: faust.TopicT
     by_resource: faust.TopicT
+    by_id: faust.TopicT
     anomalies: faust.TopicT
     aggregations: faust.TopicT
     roi: faust.TopicT
@@ -91,6 +93,7 @@ def declare(app: faust.App, settings: Settings) -> Topics:
         "by_unit": BY_UNIT,
         "by_service": BY_SERVICE,
         "by_resource": BY_RESOURCE,
+        "by_id": BY_ID,
         "anomalies": ANOMALIES,
         "aggregations": AGGREGATIONS,
         "roi": ROI,

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from finops_app.agents.common import SourceClock, first_delivery
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import costseries, detector
@@ -25,7 +26,7 @@ def series_config(settings: Any) -> costseries.SeriesConfig:
         lateness_ms=settings.allowed_lateness_seconds * 1000,
         min_amount=Decimal(settings.anomaly_min_amount),
         region_series=settings.anomaly_region_series,
-        params=detector.DetectorParams(direction="up"),
+        params=detector.DetectorParams(direction="up", min_abs_deviation=float(settings.anomaly_min_amount)),
     )
 
 
@@ -33,6 +34,7 @@ def register(ctx: Context, clock: Clock) -> None:
     app, settings, topics, metrics = ctx.app, ctx.settings, ctx.topics, ctx.metrics
     table = ctx.tables.series_state
     cfg = series_config(settings)
+    sources = SourceClock(settings.idle_timeout_seconds)
     recent: list[dict[str, Any]] = ctx.extras.setdefault("recent_anomalies", [])
     out_topic = topics.anomalies.get_topic_name()
 
@@ -60,13 +62,12 @@ def register(ctx: Context, clock: Clock) -> None:
             service = decode_key(event.message.key)
             st = states.get(service) or table.get(service) or costseries.new_service()
             states[service] = st
-            src = f"c{env['p']}"
-            if env["o"] <= st["h"].get(src, -1):
+            if not first_delivery(st, env):
                 metrics.inc("duplicates_skipped_total", labels={"agent": "cost_anomalies"})
                 continue
-            st["h"][src] = env["o"]
             await emit(costseries.observe(st, env["e"], env["t"], cfg, now_ms))
-            wm = max(wm, env["e"]["ts_ms"])
+            sources.observe(prec, partition, env, env["e"]["ts_ms"])
+        wm = sources.watermark(prec, partition, wm)
         for service in set(states) | {s for s, at in prec["due"].items() if at <= wm}:
             st = states.get(service) or table.get(service) or costseries.new_service()
             states[service] = st
@@ -78,10 +79,11 @@ def register(ctx: Context, clock: Clock) -> None:
                 prec["due"][service] = due
         for service, st in states.items():
             table[service] = st
-        if wm != wm_before or states:
+        if wm != wm_before or states or events:
             prec["wm"] = wm
             table[pkey] = prec
-        clock.observe(topics.by_service.get_topic_name(), partition, wm, real=bool(states))
+        latest = max((prec.get("src") or {}).values(), default=wm) if states else None
+        clock.observe(topics.by_service.get_topic_name(), partition, wm, latest)
 
     @app.agent(topics.by_service, name="cost_anomalies")
     async def cost_anomalies(stream: Any) -> None:

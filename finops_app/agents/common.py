@@ -17,12 +17,69 @@ from finops_app.errors import FinOpsError, ValidationError
 logger = logging.getLogger(__name__)
 
 
-def envelope(kind: str, event: EventT[Any], body: dict[str, Any]) -> bytes:
-    """Internal record: kind, source partition/offset (for idempotence), produce time, event."""
+def envelope(kind: str, event: EventT[Any], body: dict[str, Any], source: str | None = None) -> bytes:
+    """Internal record: kind, source tag/partition/offset (for idempotence), produce time, event.
+
+    ``source`` tags the topic the record was derived from (default: the kind's initial), so
+    offsets of different source topics never share a high-water mark.
+    """
     msg = event.message
     return orjson.dumps(
-        {"k": kind, "p": msg.partition, "o": msg.offset, "t": int(msg.timestamp * 1000), "e": body}
+        {
+            "k": kind,
+            "s": source or kind[0],
+            "p": msg.partition,
+            "o": msg.offset,
+            "t": int(msg.timestamp * 1000),
+            "e": body,
+        }
     )
+
+
+def first_delivery(state: dict[str, Any], env: dict[str, Any]) -> bool:
+    """True the first time a state sees this source record; records its offset (mutates ``state``).
+
+    Each source partition feeds a key in offset order, so one high-water mark per source partition
+    in the key's own value makes a redelivered record (after a crash, or a re-sent intake record)
+    count once.
+    """
+    src = f"{env.get('s') or env['k'][0]}{env['p']}"
+    marks = state["h"]
+    if env["o"] <= marks.get(src, -1):
+        return False
+    marks[src] = env["o"]
+    return True
+
+
+class SourceClock:
+    """Per partition watermark aligned across the upstream partitions that feed it.
+
+    A re-keyed partition merges records from every upstream partition, each processed in batches,
+    so their event times interleave with a skew of up to a batch. The watermark is therefore the
+    minimum, over the upstream sources seen within ``idle_s`` (wall clock), of each source's
+    latest event time (kept in the partition record ``prec["src"]``); a quiet source stops
+    holding it back after ``idle_s``. It never goes backwards.
+    """
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = idle_s
+        self.seen: dict[tuple[int, str], float] = {}
+
+    def observe(self, prec: dict[str, Any], partition: int, env: dict[str, Any], ts_ms: int) -> None:
+        src = f"{env.get('s') or env['k'][0]}{env['p']}"
+        marks = prec.setdefault("src", {})
+        if ts_ms > marks.get(src, 0):
+            marks[src] = ts_ms
+        self.seen[(partition, src)] = time.time()
+
+    def watermark(self, prec: dict[str, Any], partition: int, floor: int) -> int:
+        marks: dict[str, int] = prec.get("src") or {}
+        now = time.time()
+        active = [
+            ts for src, ts in marks.items() if now - self.seen.setdefault((partition, src), now) < self.idle_s
+        ]
+        candidate = min(active) if active else max(marks.values(), default=0)
+        return max(floor, candidate)
 
 
 def tick(watermark_ms: int) -> bytes:

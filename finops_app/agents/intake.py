@@ -45,7 +45,12 @@ def register(ctx: Context) -> None:
                 await route(event, body)
             metrics.inc("batches_total", labels={"agent": name})
 
+    ledger_sources = frozenset(settings.ledger_sources)
+
     async def route_cost(event: Any, body: dict[str, Any]) -> None:
+        if body["source"] in ledger_sources:
+            await topics.by_id.send(key=body["event_id"], value=envelope("cost", event, body))
+            return
         await topics.by_unit.send(key=body["business_unit"], value=envelope("cost", event, body))
         await topics.by_service.send(key=body["service"], value=envelope("cost", event, body))
 

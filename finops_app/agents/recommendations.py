@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from finops_app import actions
+from finops_app.agents.common import first_delivery
 from finops_app.context import Context
 from finops_app.core import rightsizing
 from finops_app.core.prices import load_overrides
@@ -57,11 +58,9 @@ def register(ctx: Context) -> None:
                         rid = decode_key(event.message.key)
                         st = states.get(rid) or table.get(rid) or {"r": rightsizing.new_state(), "h": {}}
                         states[rid] = st
-                        src = f"r{env['p']}"
-                        if env["o"] <= st["h"].get(src, -1):
+                        if not first_delivery(st, env):
                             metrics.inc("duplicates_skipped_total", labels={"agent": "recommendations"})
                             continue
-                        st["h"][src] = env["o"]
                         st["r"] = rightsizing.observe(st["r"], env["e"], lookback_hours=lookback)
                         st["res"] = env["e"]
                     for rid, st in states.items():

@@ -31,11 +31,13 @@ class Clock:
         self.base: dict[tuple[str, int], tuple[int, float]] = {}
         self.current: dict[tuple[str, int], int] = {}
 
-    def observe(self, topic: str, partition: int, watermark: int, real: bool) -> None:
+    def observe(self, topic: str, partition: int, watermark: int, latest: int | None) -> None:
+        """After a batch: the partition's watermark, and its latest event time if real events
+        arrived (the point from which a quiet partition's event time is extrapolated)."""
         tp = (topic, partition)
         self.current[tp] = watermark
-        if real or tp not in self.base:
-            self.base[tp] = (watermark, self._now())
+        if latest is not None or tp not in self.base:
+            self.base[tp] = (max(watermark, latest or 0), self._now())
 
     def idle_watermark(self, topic: str, partition: int, idle_s: float) -> int | None:
         """The watermark to tick with, or None while the partition is not idle."""
@@ -66,7 +68,12 @@ def register(ctx: Context, clock: Clock, table_by_topic: dict[str, Any]) -> None
             if key not in clock.base:
                 record = table_by_topic[tp.topic].get(partition_key(tp.partition))
                 if record and record.get("wm"):
-                    clock.observe(tp.topic, tp.partition, record["wm"], real=True)
+                    clock.observe(
+                        tp.topic,
+                        tp.partition,
+                        record["wm"],
+                        latest=max((record.get("src") or {}).values(), default=record["wm"]),
+                    )
                 continue
             wm = clock.idle_watermark(tp.topic, tp.partition, settings.idle_timeout_seconds)
             if wm is not None and wm > clock.current.get(key, 0):

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import dead_letter
+from finops_app.agents.common import SourceClock, dead_letter, first_delivery
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import budget as budget_core
@@ -72,6 +72,7 @@ def register(ctx: Context, clock: Clock) -> None:
     totals = WindowSpec(settings.window_seconds * 1000, lateness, retention)
     rois = WindowSpec(settings.roi_window_seconds * 1000, lateness, retention)
     budgets = settings.budgets
+    sources = SourceClock(settings.idle_timeout_seconds)
 
     async def process(partition: int, events: list[Any]) -> None:
         pkey = partition_key(partition)
@@ -88,11 +89,9 @@ def register(ctx: Context, clock: Clock) -> None:
             unit = decode_key(event.message.key)
             st = states.get(unit) or table.get(unit) or new_unit()
             states[unit] = st
-            src = f"{kind[0]}{env['p']}"
-            if env["o"] <= st["h"].get(src, -1):
+            if not first_delivery(st, env):
                 metrics.inc("duplicates_skipped_total", labels={"agent": "unit_windows"})
                 continue
-            st["h"][src] = env["o"]
             body = env["e"]
             ts = body["ts_ms"]
             if st["cur"] is None:
@@ -123,8 +122,9 @@ def register(ctx: Context, clock: Clock) -> None:
                 _add_month(st, ts, amount)
             else:
                 add(st["r"], rkey, revenue=Decimal(body["revenue_impact"]))
-            wm = max(wm, ts)
+            sources.observe(prec, partition, env, ts)
             latest_produce = max(latest_produce, env["t"])
+        wm = sources.watermark(prec, partition, wm)
         due_units = [u for u, at in prec["due"].items() if at <= wm]
         for unit in set(states) | set(due_units):
             st = states.get(unit) or table.get(unit) or new_unit()
@@ -143,10 +143,11 @@ def register(ctx: Context, clock: Clock) -> None:
                 prec["due"].pop(unit, None)
         for unit, st in states.items():
             table[unit] = st
-        if wm != wm_before or states:
+        if wm != wm_before or states or events:
             prec["wm"] = wm
             table[pkey] = prec
-        clock.observe(topics.by_unit.get_topic_name(), partition, wm, real=bool(states))
+        latest = max((prec.get("src") or {}).values(), default=wm) if states else None
+        clock.observe(topics.by_unit.get_topic_name(), partition, wm, latest)
         if latest_produce:
             metrics.observe(
                 "pipeline_latency_ms", time.time() * 1000 - latest_produce, labels={"agent": "unit_windows"}

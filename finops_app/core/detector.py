@@ -9,7 +9,7 @@ Pure functions over a small JSON-serialisable dict (nothing is mutated; no I/O).
 * **Daily profile.** An EW mean of the value per time-of-day bin (UTC; 24 to 96 bins, about 3 points per
   bin per day; linear interpolation between bin centres; half-life ``season_half_life_days``) plus a fast
   EW offset form a second model. It engages after ``season_min_days`` once its error variance is below
-  ``season_gain`` times the plain model's (and disengages above ``(1 + season_gain) / 2``).
+  ``season_gain`` times the plain model's, for good (a fading pattern flattens the profile).
 * **Robustness.** The std has floors (``rel_std_floor * |level|``; deviations under ``min_abs_deviation``
   never alert) and a tail factor: an online ``tail_quantile`` of ``|z|`` over its normal value widens the
   band of heavy-tailed series. After warm-up the values feeding the level and variance are clipped at
@@ -22,7 +22,8 @@ Pure functions over a small JSON-serialisable dict (nothing is mutated; no I/O).
   points within ``close_z`` std (``settle_points`` if the level was re-based in it, so a recovery stays in
   the same incident), then ``refractory_points`` points pass before the next alert.
 
-``score`` is ``Phi(z - z_limit)``: 0.5 exactly on the alert bound, above it outside; 0 during warm-up.
+``score`` is the normal CDF of the distance beyond the alert bound in std: 0.5 exactly on the bound, more
+outside it, near 0 well inside; 0 during warm-up.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class DetectorParams:
-    """Detector settings; the defaults are the one set chosen with ``bench/detector_eval.py``."""
+    """Detector settings; the defaults are the one set chosen with ``bench/detector_eval.py`` (all series)."""
 
     direction: Literal["up", "both"] = "up"  # "up": only spikes alert (cost); "both": drops too
     z_threshold: float = 4.0  # alert when the value is this many std beyond the expected value
@@ -49,9 +50,7 @@ class DetectorParams:
     var_half_life_points: float = 96.0  # variance half-life, in points
     clip_z: float = 3.0  # values feeding level/variance are clipped to expected +- clip_z * std
     rel_std_floor: float = 0.02  # std is at least this fraction of |level|
-    min_abs_deviation: float = (
-        0.0  # deviations smaller than this never alert (cost: FINOPS_ANOMALY_MIN_AMOUNT)
-    )
+    min_abs_deviation: float = 0.0  # smaller deviations never alert (cost: FINOPS_ANOMALY_MIN_AMOUNT)
     warmup_points: int = 30  # no alert before this many points ...
     warmup_seconds: float = 3600.0  # ... and this much time since the first point
     close_z: float = 2.0  # an incident point is calm when within this many std
@@ -68,8 +67,8 @@ class DetectorParams:
     gap_factor: float = 3.0  # an interval over this many typical intervals is a gap: the band widens
     gap_std_max: float = 2.0  # by at most this factor
     season_min_days: float = 2.0  # days of data before the daily profile may engage
-    season_half_life_days: float = 3.0  # half-life of each hour's profile value, in days
-    season_gain: float = 0.5  # engage when residual variance with profile < gain * without (off > (1+gain)/2)
+    season_half_life_days: float = 3.0  # half-life of each time-of-day bin of the profile, in days
+    season_gain: float = 0.5  # engage when the error variance with the profile < this times without
 
     def __post_init__(self) -> None:
         if self.direction not in ("up", "both"):
@@ -191,10 +190,11 @@ def _limits(state: State, pred: _Pred, p: DetectorParams) -> tuple[float, float]
 
 
 def bounds(state: State, ts_ms: int, params: DetectorParams) -> tuple[float, float]:
-    """(expected, upper alert bound) at ts_ms; a value above the bound makes ``update`` alert.
+    """(expected, upper alert bound) at ts_ms; a value above it makes ``update(state, ts_ms, ...)`` alert.
 
-    The bound is ``inf`` while no new alert is possible (warm-up, open incident, refractory period),
-    so an early alert on a partial bucket never fires where the closed bucket would not.
+    Pass the time stamp the closed bucket will be given to ``update``. The bound is ``inf`` while no new
+    alert is possible (warm-up, open incident, refractory period), so an early alert on a partial bucket
+    never fires where the closed bucket would not.
     """
     pred = _predict(state, ts_ms, params)
     upper = _limits(state, pred, params)[1] if _can_open(state, pred) else math.inf
@@ -233,10 +233,11 @@ def _learn_profile(s: State, ts_ms: int, x: float, half_life_days: float) -> Non
 
 
 def _engage(s: State, ts_ms: int, p: DetectorParams) -> bool:
+    """Should the profile take over? Once on it stays on: it keeps learning, so a fading pattern flattens."""
     if s["t0"] is None or ts_ms - s["t0"] < p.season_min_days * DAY_MS or s["dt"] * 12 > DAY_MS:
         return False
     ratio: float = s["var_s"] / max(s["var"], 1e-300)
-    return ratio < (p.season_gain if not s["seas"] else (1.0 + p.season_gain) / 2)
+    return ratio < p.season_gain
 
 
 def _incident(s: State, hit: bool, zd: float, can_open: bool, ts_ms: int, p: DetectorParams) -> bool:
@@ -265,11 +266,7 @@ def _track_run(s: State, z: float, x: float, season: float, p: DetectorParams) -
         s.update(run=sign, run_x=x, run_s=x - season)
     if abs(s["run"]) >= p.shift_points:
         k = abs(s["run"])
-        s["lvl"] = s["run_x"] / k
-        if s["prof"]:  # the profile carries the new level, so its bins need not learn it one by one
-            s["prof"] = [v + s["run_s"] / k - s["lvl_s"] for v in s["prof"]]
-        else:
-            s["lvl_s"] = s["run_s"] / k
+        s["lvl"], s["lvl_s"] = s["run_x"] / k, s["run_s"] / k
         s.update(run=0, run_x=0.0, run_s=0.0, shifted=s["inc"])
 
 
@@ -313,8 +310,8 @@ def update(state: State, ts_ms: int, value: float, params: DetectorParams) -> tu
         if not was_open and p.tail_rate > 0:
             _learn_tail(s, abs(z) * _gap_widen(pred.steps, p) * max(1.0, state["tail"]), p)
         _learn_sustain(s, z, not was_open and not opened, p)
-    if _engage(s, ts_ms, p) != s["seas"]:  # another model: its tails are learned afresh
-        s.update(seas=not s["seas"], tail=1.0, zn=0)
+    if not s["seas"] and _engage(s, ts_ms, p):  # another model: its tails are learned afresh
+        s.update(seas=True, tail=1.0, zn=0)
     dev = r / pred.expected * 100.0 if abs(pred.expected) > 1e-9 else None
     verdict = Verdict(
         expected=pred.expected, std=pred.std, z=z,

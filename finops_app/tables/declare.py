@@ -25,6 +25,7 @@ class Tables:
     unit_state: TableT[str, Any]
     series_state: TableT[str, Any]
     resource_state: TableT[str, Any]
+    ledger: TableT[str, Any]
 
 
 def declare(app: faust.App, partitions: int) -> Tables:
@@ -43,4 +44,5 @@ def declare(app: faust.App, partitions: int) -> Tables:
         unit_state=table("unit_state", "Per business unit: open cost and ROI windows, budgets, offsets."),
         series_state=table("series_state", "Per service: EWMA state of its anomaly series and incidents."),
         resource_state=table("resource_state", "Per resource: utilisation history for recommendations."),
+        ledger=table("ledger", "Per event id of re-sending sources: the amount already counted."),
     )

@@ -41,7 +41,10 @@ def biz(i: int, minute: int, revenue: str, unit: str = "ecommerce") -> dict:
 
 
 async def test_totals_roi_duplicates_and_late_correction(app_factory) -> None:
-    app, ctx, sent = app_factory(window_seconds=300, roi_window_seconds=600, allowed_lateness_seconds=60)
+    # idle_timeout 0: no source alignment (every source counts as idle), the plain max watermark
+    app, ctx, sent = app_factory(
+        window_seconds=300, roi_window_seconds=600, allowed_lateness_seconds=60, idle_timeout_seconds=0.0
+    )
     agent = app.agents["unit_windows"]
     async with agent.test_context() as a:
         records = [
@@ -82,3 +85,24 @@ async def test_totals_roi_duplicates_and_late_correction(app_factory) -> None:
         assert (roi2["cost"], roi2["revision"]) == ("17.0000", 2)
         state = ctx.tables.unit_state["ecommerce"]
         assert state["h"] == {"c0": 5, "b1": 7}
+
+
+async def test_watermark_waits_for_the_slowest_upstream_partition(app_factory) -> None:
+    app, _, sent = app_factory(
+        window_seconds=300, roi_window_seconds=600, allowed_lateness_seconds=0, idle_timeout_seconds=60.0
+    )
+    async with app.agents["unit_windows"].test_context() as a:
+        await a.put(env("cost", cost(1, 1, "1"), 0, 1), key=b"ecommerce", partition=0)  # source c0 at 00:01
+        await a.put(env("cost", cost(2, 2, "2"), 1, 1), key=b"ecommerce", partition=0)  # source c1 at 00:02
+        await a.put(env("cost", cost(3, 16, "4"), 0, 2), key=b"ecommerce", partition=0)  # c0 runs ahead
+        await a.put(
+            env("cost", cost(4, 3, "8"), 1, 2), key=b"ecommerce", partition=0
+        )  # c1 still in 00:00-00:05
+        await a.put(env("cost", cost(5, 6, "16"), 1, 3), key=b"ecommerce", partition=0)  # c1 passes 00:05
+        await sent.wait_for(lambda s: len(s.on(topics.AGGREGATIONS)) >= 1)
+    (total,) = sent.on(topics.AGGREGATIONS)  # one final figure, no correction: c1's 00:03 was not late
+    assert (total["window_start"], total["total_cost"], total["revision"]) == (
+        "2026-01-01T00:00:00.000Z",
+        "11.0000",
+        1,
+    )

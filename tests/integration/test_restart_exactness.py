@@ -96,7 +96,9 @@ async def test_sigkill_mid_stream_keeps_totals_exact(settings_factory, worker_fa
 
     totals = await read_topic(settings, topics.AGGREGATIONS, complete, timeout=120)
     final = {k: Decimal(r["total_cost"]) for k, r in latest(totals, "total_cost").items()}
-    assert final == dict(expected_cost), worker.log_tail()
+    assert final == dict(expected_cost), {
+        k: (final.get(k), v) for k, v in expected_cost.items() if final.get(k) != v
+    }
     counts = {k: r["event_count"] for k, r in latest(totals, "total_cost").items()}
     assert sum(counts.values()) == len(costs)
 

@@ -1,0 +1,42 @@
+"""Ledger: finops.stream.by-id (events of re-sending sources, key event_id) -> by-unit, by-service.
+
+Thin wiring of ``core.ledger`` over the ``ledger`` table: first arrivals pass, identical
+repeats are dropped, restated amounts become corrections. The forwarded records carry this
+topic's partition/offset (source tag ``l``), so downstream de-duplication stays exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from finops_app.agents.common import envelope
+from finops_app.context import Context
+from finops_app.core import ledger
+from finops_app.tables.state import by_partition, decode_key, event_context
+
+
+def register(ctx: Context) -> None:
+    app, settings, topics, metrics = ctx.app, ctx.settings, ctx.topics, ctx.metrics
+    table = ctx.tables.ledger
+
+    @app.agent(topics.by_id, name="restatements")
+    async def restatements(stream: Any) -> None:
+        """Count each event id once; turn restated amounts into corrections."""
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+            for _, events in by_partition(batch).items():
+                with event_context(events[-1]):
+                    for event in events:
+                        env = orjson.loads(event.value)
+                        key = decode_key(event.message.key)
+                        entry, out = ledger.apply(table.get(key), env["e"])
+                        if entry is not None:
+                            table[key] = entry
+                        if not out:
+                            metrics.inc("restatements_unchanged_total")
+                        for body in out:
+                            metrics.inc("restatements_total", labels={"kind": body["charge_category"]})
+                            value = envelope("cost", event, body, source="l")
+                            await topics.by_unit.send(key=body["business_unit"], value=value)
+                            await topics.by_service.send(key=body["service"], value=value)
