@@ -65,7 +65,7 @@ def create_app(settings: Settings) -> faust.App:
 
 def _register(ctx: Context) -> None:
     from finops_app import cli, cli_data
-    from finops_app.agents import anomalies, intake, ledger, recommendations, ticks, units
+    from finops_app.agents import anomalies, intake, ledger, pollers, recommendations, ticks, units
     from finops_app.sources import http_events
     from finops_app.web import views
 
@@ -75,6 +75,7 @@ def _register(ctx: Context) -> None:
     anomalies.register(ctx, clock)
     recommendations.register(ctx)
     ledger.register(ctx)
+    pollers.register(ctx)
     ticks.register(
         ctx,
         clock,

@@ -107,13 +107,9 @@ def register(ctx: Context, clock: Clock) -> None:
                 continue
             wkey, rkey = accept(totals, st["w"], ts, wm), accept(rois, st["r"], ts, wm)
             if wkey is None or rkey is None:
-                await dead_letter(
-                    ctx,
-                    event,
-                    "event time is older than the window retention "
-                    "(FINOPS_WINDOW_RETENTION_SECONDS); load it through Snowflake",
-                    "window",
-                )
+                # older than the retained windows: the live view cannot correct them any more; the
+                # event still reaches Snowflake (the sink reads this topic), where history is kept
+                metrics.inc("late_beyond_retention_total", labels={"agent": "unit_windows"})
                 continue
             if kind == "cost":
                 amount = Decimal(body["cost_amount"])
