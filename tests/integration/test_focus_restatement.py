@@ -101,5 +101,6 @@ async def test_reingested_focus_export_counts_latest_figures(
     )
     assert latest(totals) == dict(expected), (latest(totals), dict(expected))
     status, metrics = worker.get("/metrics")
+    assert status == 200
     assert 'finops_restatements_total{kind="correction"} 1' in metrics
     assert "finops_restatements_unchanged_total 23" in metrics
