@@ -24,3 +24,15 @@ class Context:
     limits: Limits
     # runtime objects other parts look up (sink service, last poll results, recent records)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    async def send(
+        self, topic: Any, key: str | bytes | None, value: bytes, partition: int | None = None
+    ) -> Any:
+        """Hand one record to the app's producer; returns the delivery future.
+
+        Straight to the producer, not through ``Topic.send`` (whose channel and attachment
+        machinery costs ~0.5 ms a record). At-least-once holds: Faust flushes the producer
+        before it commits consumed offsets.
+        """
+        raw_key = key.encode() if isinstance(key, str) else key
+        return await self.app.producer.send(topic.get_topic_name(), raw_key, value, partition, None, None)

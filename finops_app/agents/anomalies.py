@@ -40,7 +40,7 @@ def register(ctx: Context, clock: Clock) -> None:
 
     async def emit(records: list[dict[str, Any]]) -> None:
         for rec in records:
-            await topics.anomalies.send(key=rec["service"], value=orjson.dumps(rec))
+            await ctx.send(topics.anomalies, rec["service"], orjson.dumps(rec))
             metrics.inc("events_out_total", labels={"topic": out_topic})
             metrics.inc("anomalies_total", labels={"status": rec["status"], "severity": rec["severity"]})
             if rec["status"] == "open" and rec["detection_latency_ms"]:

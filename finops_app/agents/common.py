@@ -121,6 +121,6 @@ async def dead_letter(
     if raw is None and isinstance(event.value, bytes):
         raw = event.value
     value = dead_letter_value(msg.topic, msg.partition, msg.offset, raw, error, stage)
-    await ctx.topics.deadletter.send(key=msg.topic, value=value)
+    await ctx.send(ctx.topics.deadletter, msg.topic, value)
     ctx.metrics.inc("deadletters_total", labels={"topic": msg.topic, "stage": stage})
     logger.info("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, error)

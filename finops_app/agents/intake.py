@@ -49,21 +49,21 @@ def register(ctx: Context) -> None:
 
     async def route_cost(event: Any, body: dict[str, Any]) -> None:
         if body["source"] in ledger_sources:
-            await topics.by_id.send(key=body["event_id"], value=envelope("cost", event, body))
+            await ctx.send(topics.by_id, body["event_id"], envelope("cost", event, body))
             return
-        await topics.by_unit.send(key=body["business_unit"], value=envelope("cost", event, body))
-        await topics.by_service.send(key=body["service"], value=envelope("cost", event, body))
+        await ctx.send(topics.by_unit, body["business_unit"], envelope("cost", event, body))
+        await ctx.send(topics.by_service, body["service"], envelope("cost", event, body))
 
     async def route_business_raw(event: Any, body: dict[str, Any]) -> None:
         protected = protect_business(body, settings)
-        await topics.business_events.send(key=protected["user_id"], value=orjson.dumps(protected))
+        await ctx.send(topics.business_events, protected["user_id"], orjson.dumps(protected))
 
     async def route_business(event: Any, body: dict[str, Any]) -> None:
         protected = protect_business(body, settings)
-        await topics.by_unit.send(key=protected["business_unit"], value=envelope("biz", event, protected))
+        await ctx.send(topics.by_unit, protected["business_unit"], envelope("biz", event, protected))
 
     async def route_resource(event: Any, body: dict[str, Any]) -> None:
-        await topics.by_resource.send(key=body["resource_id"], value=envelope("res", event, body))
+        await ctx.send(topics.by_resource, body["resource_id"], envelope("res", event, body))
 
     @app.agent(topics.cost_events, name="cost_intake")
     async def cost_intake(stream: Any) -> None:

@@ -38,5 +38,5 @@ def register(ctx: Context) -> None:
                         for body in out:
                             metrics.inc("restatements_total", labels={"kind": body["charge_category"]})
                             value = envelope("cost", event, body, source="l")
-                            await topics.by_unit.send(key=body["business_unit"], value=value)
-                            await topics.by_service.send(key=body["service"], value=value)
+                            await ctx.send(topics.by_unit, body["business_unit"], value)
+                            await ctx.send(topics.by_service, body["service"], value)

@@ -26,7 +26,7 @@ def register(ctx: Context) -> None:
 
     async def produce(topic: Any, events: list[dict[str, Any]], key: str) -> None:
         for e in events:
-            await topic.send(key=e[key], value=orjson.dumps(e))
+            await ctx.send(topic, e[key], orjson.dumps(e))
         metrics.inc("events_in_total", len(events), labels={"topic": f"poll:{topic.get_topic_name()}"})
 
     if settings.ce_poll_seconds > 0:

@@ -37,12 +37,12 @@ def register(ctx: Context) -> None:
         recs = rightsizing.recommend(st["r"], st["res"], prices, settings, now_ms)
         st["r"], fresh = rightsizing.mark_evaluated(st["r"], recs, now_ms)
         for rec in fresh:
-            await topics.recommendations.send(key=rid, value=orjson.dumps(rec))
+            await ctx.send(topics.recommendations, rid, orjson.dumps(rec))
             metrics.inc("events_out_total", labels={"topic": topics.recommendations.get_topic_name()})
             recent.append(rec)
             if rec["kind"] in ACTIONABLE:
                 action = await actions.execute(rec, settings, ec2)
-                await topics.actions.send(key=rid, value=orjson.dumps(action))
+                await ctx.send(topics.actions, rid, orjson.dumps(action))
                 metrics.inc("actions_total", labels={"kind": action["kind"], "status": action["status"]})
         del recent[:-500]
 

@@ -77,5 +77,5 @@ def register(ctx: Context, clock: Clock, table_by_topic: dict[str, Any]) -> None
                 continue
             wm = clock.idle_watermark(tp.topic, tp.partition, settings.idle_timeout_seconds)
             if wm is not None and wm > clock.current.get(key, 0):
-                await topic.send(key=None, partition=tp.partition, value=tick(wm))
+                await ctx.send(topic, None, tick(wm), partition=tp.partition)
                 ctx.metrics.inc("ticks_total", labels={"topic": tp.topic})

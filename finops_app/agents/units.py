@@ -126,10 +126,10 @@ def register(ctx: Context, clock: Clock) -> None:
             st = states.get(unit) or table.get(unit) or new_unit()
             states[unit] = st
             for c in close(totals, st["w"], wm):
-                await topics.aggregations.send(key=unit, value=orjson.dumps(window_total(unit, c, st["cur"])))
+                await ctx.send(topics.aggregations, unit, orjson.dumps(window_total(unit, c, st["cur"])))
                 metrics.inc("events_out_total", labels={"topic": topics.aggregations.get_topic_name()})
             for c in close(rois, st["r"], wm):
-                await topics.roi.send(key=unit, value=orjson.dumps(roi_result(unit, c)))
+                await ctx.send(topics.roi, unit, orjson.dumps(roi_result(unit, c)))
                 metrics.inc("events_out_total", labels={"topic": topics.roi.get_topic_name()})
             await _budget_alerts(unit, st, wm)
             due = [d for d in (next_due(totals, st["w"]), next_due(rois, st["r"])) if d is not None]
@@ -169,7 +169,7 @@ def register(ctx: Context, clock: Clock) -> None:
                 unit, month, kind, threshold, budget=amount, spent=spent, forecast=forecast, now_ms=wm
             )
             sent.append(budget_core.alert_key(kind, threshold))
-            await topics.budget_alerts.send(key=unit, value=orjson.dumps(alert))
+            await ctx.send(topics.budget_alerts, unit, orjson.dumps(alert))
             metrics.inc("events_out_total", labels={"topic": topics.budget_alerts.get_topic_name()})
 
     @app.agent(topics.by_unit, name="unit_windows")

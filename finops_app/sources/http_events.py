@@ -104,9 +104,7 @@ def register(ctx: Context) -> None:
             if errors:
                 metrics.inc("http_events_rejected_total", len(errors))
                 return self.json({"accepted": 0, "rejected": len(errors), "errors": errors}, status=400)
-            futures = [
-                await topics.business_events.send(key=e["user_id"], value=orjson.dumps(e)) for e in good
-            ]
+            futures = [await ctx.send(topics.business_events, e["user_id"], orjson.dumps(e)) for e in good]
             await asyncio.gather(*futures)  # 202 only once Kafka acknowledged every event
             metrics.inc("events_in_total", len(good), labels={"topic": "http"})
             return self.json({"accepted": len(good), "rejected": 0}, status=202)

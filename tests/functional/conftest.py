@@ -43,16 +43,13 @@ def app_factory(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
         app.flow_control.resume()
         ctx = app.finops  # type: ignore[attr-defined]
         sent = Sent()
-        for topic in ctx.topics.all():
-            name = topic.get_topic_name()
 
-            async def send(
-                *, key: Any = None, value: Any = None, partition: Any = None, _n: str = name, **_: Any
-            ) -> None:
-                decoded = orjson.loads(value) if isinstance(value, bytes) else value
-                sent.records.setdefault(_n, []).append((key, decoded))
+        async def send(topic: Any, key: Any, value: bytes, partition: Any = None) -> None:
+            decoded = orjson.loads(value) if isinstance(value, bytes) else value
+            key = key.decode() if isinstance(key, bytes) else key
+            sent.records.setdefault(topic.get_topic_name(), []).append((key, decoded))
 
-            monkeypatch.setattr(topic, "send", send)
+        monkeypatch.setattr(ctx, "send", send)
         return app, ctx, sent
 
     return make
