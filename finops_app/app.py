@@ -64,8 +64,8 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def _register(ctx: Context) -> None:
-    from finops_app import cli, cli_data
-    from finops_app.agents import anomalies, intake, ledger, pollers, recommendations, ticks, units
+    from finops_app import cli, cli_data, cli_snowflake
+    from finops_app.agents import anomalies, intake, ledger, pollers, recommendations, sql_jobs, ticks, units
     from finops_app.sources import http_events
     from finops_app.web import views
 
@@ -76,6 +76,7 @@ def _register(ctx: Context) -> None:
     recommendations.register(ctx)
     ledger.register(ctx)
     pollers.register(ctx)
+    sql_jobs.register(ctx)
     ticks.register(
         ctx,
         clock,
@@ -88,6 +89,7 @@ def _register(ctx: Context) -> None:
     http_events.register(ctx)
     cli.register(ctx)
     cli_data.register(ctx)
+    cli_snowflake.register(ctx)
 
 
 app = create_app(Settings.from_env())

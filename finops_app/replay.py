@@ -35,6 +35,12 @@ async def _group_members(settings: Settings, group_id: str) -> int:
     return members
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """Partition numbers of ``topic`` (a consumer only caches metadata of its subscriptions)."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return set(cluster.partitions_for_topic(topic) or ())
+
+
 async def rewind(settings: Settings, topic: str, group_id: str, since: datetime) -> list[dict[str, Any]]:
     """Commit, for every partition of ``topic``, the first offset at or after ``since``."""
     if await _group_members(settings, group_id):
@@ -44,7 +50,7 @@ async def rewind(settings: Settings, topic: str, group_id: str, since: datetime)
     consumer = AIOKafkaConsumer(group_id=group_id, enable_auto_commit=False, **kafka.client_kwargs(settings))
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = await _partitions(consumer, topic)
         if not partitions:
             await consumer.stop()
             raise SystemExit(f"topic {topic!r} does not exist (is FINOPS_TOPIC_PREFIX right?)")
@@ -76,7 +82,7 @@ async def lag(settings: Settings, topic: str, group_id: str) -> int:
     consumer = AIOKafkaConsumer(group_id=group_id, enable_auto_commit=False, **kafka.client_kwargs(settings))
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
         ends = await consumer.end_offsets(tps)
         total = 0
         for tp in tps:
