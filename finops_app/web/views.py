@@ -1,15 +1,37 @@
-"""JSON views: health, metrics and routed table lookups (``/finops/...``)."""
+"""HTTP requests in, JSON out: health, Prometheus metrics, result lists, KPIs and table lookups.
+
+``register(ctx)`` is the one entry point ``create_app`` calls: it adds the results consumer
+(``web.results``, started with the worker as an app service), every ``/finops/...`` view, the
+``/metrics`` text and the dashboard (``web.dashboard``). List endpoints answer for the whole system
+from the results consumer; ``/finops/tables/<table>/<key>/`` is routed to the worker owning the key.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from faust.web import Request, Response, View
 
 from finops_app.context import Context
+from finops_app.web import dashboard, queries
+from finops_app.web.results import ResultsConsumer
 
 logger = logging.getLogger(__name__)
+
+MAX_LIMIT = 1000
+STATUSES = ("open", "closed", "all")
+
+
+class BadQuery(ValueError):
+    """A query parameter that cannot be used; the message is shown to the client."""
+
+
+def results(ctx: Context) -> ResultsConsumer | None:
+    consumer = ctx.extras.get("results")
+    return consumer if isinstance(consumer, ResultsConsumer) else None
 
 
 def health(ctx: Context) -> dict[str, Any]:
@@ -21,19 +43,95 @@ def health(ctx: Context) -> dict[str, Any]:
     recovery_done = bool(recovery is not None and recovery.completed.is_set())
     sink = ctx.extras.get("sink")
     sink_status = sink.status() if sink is not None and hasattr(sink, "status") else None
-    ok = recovery_done and bool(assigned) and (sink_status is None or sink_status.get("connected", True))
+    view = results(ctx)
+    view_status = view.status() if view is not None else None
+    reachable = view_status["broker_reachable"] if view_status else None
+    ok = (
+        recovery_done
+        and bool(assigned)
+        and reachable is not False
+        # the sink connects lazily: it is unhealthy only once a load failed and it has not recovered
+        and (sink_status is None or sink_status.get("connected") or not sink_status.get("last_error"))
+    )
     return {
         "status": "ok" if ok else "degraded",
         "broker_url": ctx.settings.broker_url,
+        "broker_reachable": reachable,
         "partitions_assigned": assigned,
         "recovery_finished": recovery_done,
         "sink": sink_status,
+        "results_view": view_status,
+        "results_consumer_lag": view_status["lag"] if view_status else None,
         "deadletters": sum(ctx.metrics.counters.get("deadletters_total", {}).values()),
+    }
+
+
+def consumer_lag(ctx: Context) -> None:
+    """Set ``consumer_lag`` gauges for the worker's own assigned partitions (no network)."""
+    consumer = getattr(ctx.app, "_consumer", None)  # do not create one where none runs
+    if consumer is None or ctx.app.assignor is None:
+        return
+    read = getattr(consumer, "_read_offset", {})
+    for tp in ctx.app.assignor.assigned_actives():
+        highwater, offset = consumer.highwater(tp), read.get(tp)
+        if highwater is not None and offset is not None:
+            ctx.metrics.set(
+                "consumer_lag",
+                max(0, highwater - offset - 1),
+                labels={"topic": tp.topic, "partition": str(tp.partition)},
+            )
+
+
+def _limit(request: Request, default: int = 100) -> int:
+    raw = request.query.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadQuery(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _hours(request: Request, horizon_ms: int) -> float:
+    raw = request.query.get("hours", "24")
+    try:
+        hours = float(raw)
+    except ValueError:
+        raise BadQuery("hours must be a number") from None
+    if not 0 < hours <= horizon_ms / 3_600_000:
+        raise BadQuery(f"hours must be above 0 and at most {horizon_ms // 3_600_000}")
+    return hours
+
+
+def list_views(ctx: Context) -> dict[str, Callable[[ResultsConsumer, Request], dict[str, Any]]]:
+    """Path -> function of (results consumer, request) returning the JSON body."""
+    settings = ctx.settings
+
+    def anomalies(rv: ResultsConsumer, request: Request) -> dict[str, Any]:
+        status = request.query.get("status", "open")
+        if status not in STATUSES:
+            raise BadQuery(f"status must be one of {', '.join(STATUSES)}")
+        return queries.anomalies(rv.store, status, _limit(request))
+
+    return {
+        "/finops/anomalies/": anomalies,
+        "/finops/windows/": lambda rv, rq: queries.windows(
+            rv.store, rq.query.get("business_unit") or None, _hours(rq, rv.store.horizon_ms)
+        ),
+        "/finops/roi/": lambda rv, rq: queries.roi(
+            rv.store, rq.query.get("business_unit") or None, _hours(rq, rv.store.horizon_ms)
+        ),
+        "/finops/recommendations/": lambda rv, rq: queries.recommendations(rv.store, _limit(rq)),
+        "/finops/budgets/": lambda rv, rq: queries.budgets(rv.store, settings.budgets),
+        "/finops/deadletters/": lambda rv, rq: queries.deadletters(
+            rv.store, rv.deadletter_total(), _limit(rq, 50)
+        ),
+        "/finops/kpis/": lambda rv, rq: queries.kpis(
+            rv.store, int(time.time() * 1000), rv.deadletter_total()
+        ),
     }
 
 
 def register(ctx: Context) -> None:
     app = ctx.app
+    _register_results(ctx)
 
     @app.page("/finops/health/")
     class Health(View):
@@ -44,10 +142,43 @@ def register(ctx: Context) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
+            consumer_lag(ctx)
             return self.text(ctx.metrics.render(), content_type="text/plain; version=0.0.4")
 
+    for path, fn in list_views(ctx).items():
+        _list_view(ctx, path, fn)
     for table in (ctx.tables.unit_state, ctx.tables.series_state, ctx.tables.resource_state):
         _lookup_view(ctx, table)
+    dashboard.register(ctx)
+
+
+def _register_results(ctx: Context) -> None:
+    settings, metrics, app = ctx.settings, ctx.metrics, ctx.app
+
+    class WorkerResults(ResultsConsumer):
+        """The results consumer bound to this app; Faust instantiates it when the worker starts."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(settings, metrics, **kwargs)
+            self.disabled = bool(app.client_only)  # commands that start the app need no view
+            ctx.extras["results"] = self
+
+    app.service(WorkerResults)
+
+
+def _list_view(ctx: Context, path: str, fn: Callable[[ResultsConsumer, Request], dict[str, Any]]) -> None:
+    @ctx.app.page(path, name=path.strip("/").replace("/", "-"))
+    class ListView(View):
+        async def get(self, request: Request) -> Response:
+            rv = results(ctx)
+            if rv is None:
+                return self.json({"error": "the results view has not started yet"}, status=503)
+            try:
+                body = fn(rv, request)
+            except BadQuery as exc:
+                return self.json({"error": str(exc)}, status=400)
+            body["results_view"] = {"caught_up": rv.caught_up(), "lag": rv.lag()}
+            return self.json(body)
 
 
 def _lookup_view(ctx: Context, table: Any) -> None:
