@@ -38,7 +38,7 @@ class SeriesConfig:
 
 
 def new_service() -> dict[str, Any]:
-    return {"s": {}, "dr": None, "h": {}}
+    return {"s": {}, "dr": {}, "h": {}}
 
 
 def severity(deviation_percent: float | None) -> str:
@@ -58,6 +58,11 @@ def series_keys(service: str, event: dict[str, Any], cfg: SeriesConfig) -> list[
     return keys
 
 
+def _new_series(bu: str, region: str) -> dict[str, Any]:
+    # ob: open buckets {start_ms: running sum}; lb: last bucket fed to the detector
+    return {"d": detector.new_state(), "ob": {}, "lb": None, "inc": None, "bu": bu, "re": region}
+
+
 def observe(
     state: dict[str, Any],
     event: dict[str, Any],
@@ -65,37 +70,29 @@ def observe(
     cfg: SeriesConfig,
     now_ms: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Add one validated cost event; returns the anomaly records it triggers (mutates ``state``)."""
+    """Add one validated cost event to its open buckets; returns early alerts (mutates ``state``).
+
+    Buckets stay open until the partition's watermark passes them (``advance``), so events from
+    several upstream partitions, read in any interleaving, all land in their bucket.
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     service, ts, amount = event["service"], event["ts_ms"], Decimal(event["cost_amount"])
     bucket = ts - ts % cfg.bucket_ms
+    key_b = str(bucket)
     out: list[dict[str, Any]] = []
     for key, bu, region in series_keys(service, event, cfg):
         ser = state["s"].get(key)
         if ser is None:
-            ser = state["s"][key] = {
-                "d": detector.new_state(),
-                "b": None,
-                "lb": None,
-                "v": "0",
-                "inc": None,
-                "bu": bu,
-                "re": region,
-            }
-        if ser["b"] is not None and bucket > ser["b"]:
-            out.extend(_finalize(state, service, key, ser, cfg, now_ms, produced_ms))
-        if ser["b"] is None:
-            if ser["lb"] is not None and bucket <= ser["lb"]:
-                continue  # a late event for a bucket already scored: windows count it, detection skips it
-            ser["b"], ser["v"] = bucket, "0"
-            if key == service:
-                state["dr"] = {"bu": {}, "region": {}, "res": {}}
-        elif bucket < ser["b"]:
-            continue
-        value = Decimal(ser["v"]) + amount
-        ser["v"] = str(value)
+            ser = state["s"][key] = _new_series(bu, region)
+        if ser["lb"] is not None and bucket <= ser["lb"]:
+            continue  # a late event for a bucket already scored: windows count it, detection skips it
+        value = Decimal(ser["ob"].get(key_b, "0")) + amount
+        ser["ob"][key_b] = str(value)
+        seen = ser.setdefault("ot", {})  # latest produce time per open bucket: detection latency
+        seen[key_b] = max(seen.get(key_b, 0), produced_ms)
         if key == service:
-            _track_drivers(state["dr"], event, amount)
+            dr = state.setdefault("dr", {})
+            _track_drivers(dr.setdefault(key_b, {"bu": {}, "region": {}, "res": {}}), event, amount)
         if ser["inc"] is None:
             expected, upper = detector.bounds(ser["d"], bucket, cfg.params)
             if float(value) > upper and value - Decimal(str(expected)) >= cfg.min_amount:
@@ -120,16 +117,24 @@ def observe(
 def advance(
     state: dict[str, Any], service: str, watermark: int, cfg: SeriesConfig, now_ms: int
 ) -> list[dict[str, Any]]:
-    """Close every bucket the watermark has passed (idle series); returns anomaly records."""
+    """Score, in time order, every open bucket the watermark has passed; returns anomaly records."""
     out: list[dict[str, Any]] = []
     for key, ser in state["s"].items():
-        if ser["b"] is not None and ser["b"] + cfg.bucket_ms + cfg.lateness_ms <= watermark:
-            out.extend(_finalize(state, service, key, ser, cfg, now_ms, None))
+        for key_b in sorted(ser["ob"], key=int):
+            bucket = int(key_b)
+            if bucket + cfg.bucket_ms + cfg.lateness_ms > watermark:
+                break
+            value = float(Decimal(ser["ob"].pop(key_b)))
+            produced = (ser.get("ot") or {}).pop(key_b, None)
+            out.extend(_finalize(state, service, key, ser, bucket, value, cfg, now_ms, produced))
+    top = state["s"].get(service)
+    open_buckets = top["ob"] if top is not None else {}
+    state["dr"] = {k: v for k, v in (state.get("dr") or {}).items() if k in open_buckets}
     return out
 
 
 def next_due(state: dict[str, Any], cfg: SeriesConfig) -> int | None:
-    due = [s["b"] + cfg.bucket_ms + cfg.lateness_ms for s in state["s"].values() if s["b"] is not None]
+    due = [int(b) + cfg.bucket_ms + cfg.lateness_ms for s in state["s"].values() for b in s["ob"]]
     return min(due) if due else None
 
 
@@ -138,71 +143,34 @@ def _finalize(
     service: str,
     key: str,
     ser: dict[str, Any],
+    bucket: int,
+    value: float,
     cfg: SeriesConfig,
     now_ms: int,
     produced_ms: int | None,
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    bucket, value = ser["b"], float(Decimal(ser["v"]))
     if ser["lb"] is not None:
         gap = (bucket - ser["lb"]) // cfg.bucket_ms - 1
         for i in range(1, min(gap, MAX_ZERO_FILL) + 1):
             ser["d"], _ = detector.update(ser["d"], ser["lb"] + i * cfg.bucket_ms, 0.0, cfg.params)
     ser["d"], verdict = detector.update(ser["d"], bucket, value, cfg.params)
-    ser["lb"], ser["b"] = bucket, None
+    ser["lb"] = bucket
     inc = ser["inc"]
-    excess_ok = value - verdict.expected >= float(cfg.min_amount)
-    if inc is None and verdict.is_anomaly and excess_ok:
-        out.append(
-            _open(
-                state,
-                service,
-                key,
-                ser,
-                value,
-                verdict.expected,
-                verdict.score,
-                bucket,
-                cfg,
-                now_ms,
-                produced_ms,
-            )
-        )
+    if inc is not None and bucket < inc["start"]:
+        return out  # a bucket from before an early alert opened: it does not speak for that incident
+    args = (state, service, key, ser)
+    if inc is None and verdict.is_anomaly and value - verdict.expected >= float(cfg.min_amount):
+        out.append(_open(*args, value, verdict.expected, verdict.score, bucket, cfg, now_ms, produced_ms))
     elif inc is not None and not verdict.incident_open:
         out.append(
-            _record(
-                state,
-                service,
-                key,
-                ser,
-                "closed",
-                value,
-                verdict.expected,
-                verdict.score,
-                bucket,
-                cfg,
-                now_ms,
-                produced_ms,
-            )
+            _record(*args, "closed", value, verdict.expected, verdict.score, bucket, cfg, now_ms, None)
         )
         ser["inc"] = None
     elif inc is not None and value > inc["peak"] * 1.25:
         inc["peak"] = value
         out.append(
-            _record(
-                state,
-                service,
-                key,
-                ser,
-                "updated",
-                value,
-                verdict.expected,
-                verdict.score,
-                bucket,
-                cfg,
-                now_ms,
-                produced_ms,
-            )
+            _record(*args, "updated", value, verdict.expected, verdict.score, bucket, cfg, now_ms, None)
         )
     return out
 
@@ -257,7 +225,7 @@ def _record(
         "deviation_percent": None if deviation is None else round(deviation, 2),
         "score": round(min(1.0, max(0.0, score)), 4),
         "severity": severity(deviation),
-        "drivers": drivers(state, service, ser, cfg),
+        "drivers": drivers(state, service, bucket, cfg),
         "window_start": iso(bucket),
         "window_end": iso(bucket + cfg.bucket_ms),
         "timestamp": iso(bucket),
@@ -283,11 +251,9 @@ def _track_drivers(dr: dict[str, Any], event: dict[str, Any], amount: Decimal) -
         bucket[value] = str(Decimal(bucket.get(value, "0")) + amount)
 
 
-def drivers(
-    state: dict[str, Any], service: str, ser: dict[str, Any], cfg: SeriesConfig
-) -> list[dict[str, Any]]:
+def drivers(state: dict[str, Any], service: str, bucket: int, cfg: SeriesConfig) -> list[dict[str, Any]]:
     """Which business unit, region and resources contributed most to the excess (top 3 each)."""
-    dr = state.get("dr") or {}
+    dr = (state.get("dr") or {}).get(str(bucket)) or {}
     out: list[dict[str, Any]] = []
     names = {"bu": "business_unit", "region": "region", "res": "resource_id"}
     for dim in ("bu", "region", "res"):
@@ -297,8 +263,8 @@ def drivers(
             expected = 0.0
             if dim != "res":
                 sub = state["s"].get(f"{service}|{'bu' if dim == 'bu' else 'region'}={value}")
-                if sub is not None and ser["b"] is not None:
-                    expected, _ = detector.bounds(sub["d"], ser["b"], cfg.params)
+                if sub is not None:
+                    expected, _ = detector.bounds(sub["d"], bucket, cfg.params)
             rows.append(
                 {
                     "dimension": names[dim],

@@ -22,7 +22,7 @@ class Sent:
     def on(self, topic: str) -> list[Any]:
         return [v for _, v in self.records.get(topic, [])]
 
-    async def wait_for(self, predicate: Callable[[Sent], bool], timeout: float = 5.0) -> None:
+    async def wait_for(self, predicate: Callable[[Sent], bool], timeout: float = 20.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while not predicate(self):
             if asyncio.get_running_loop().time() > deadline:
