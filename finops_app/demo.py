@@ -23,6 +23,7 @@ SERVICES = {"ec2": Decimal("0.85"), "rds": Decimal("0.60"), "s3": Decimal("0.12"
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
 INSTANCE_TYPES = ("m5.xlarge", "m5.2xlarge", "c5.xlarge", "r5.large")
 STEP_MS = 60_000  # one cost sample per resource per minute
+GROWTH_FROM_MS = 1_767_225_600_000  # 2026-01-01: growth is counted from here (same traffic every run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +89,14 @@ def plan_incidents(start_ms: int, end_ms: int, rng: random.Random) -> list[Incid
     ]
 
 
-def traffic(ts_ms: int) -> float:
-    """Relative traffic: daily curve peaking mid-afternoon UTC, quieter weekends, slow growth."""
+def traffic(ts_ms: int, start_ms: int = 0) -> float:
+    """Relative traffic: daily curve peaking mid-afternoon UTC, quieter weekends, and growth of
+    2 % a month since ``start_ms``."""
     hours = ts_ms / 3_600_000
     daily = 1 + 0.45 * math.sin(2 * math.pi * ((hours % 24) - 9) / 24)
     weekday = (int(hours // 24) + 3) % 7  # epoch day 0 was a Thursday
     weekly = 0.75 if weekday >= 5 else 1.0
-    growth = 1 + 0.02 * hours / 24 / 30
+    growth = 1 + 0.02 * max(0, ts_ms - start_ms) / 3_600_000 / 24 / 30
     return daily * weekly * growth
 
 
@@ -120,7 +122,7 @@ def generate(
     runaway = next((i for i in incidents if i.kind == "runaway"), None)
     order = 0
     for ts in range(start_ms - start_ms % STEP_MS, end_ms, STEP_MS):
-        level = traffic(ts)
+        level = traffic(ts, GROWTH_FROM_MS)
         for res in resources:
             mult = 1.0
             for inc in incidents:
