@@ -163,6 +163,15 @@ class Settings:
         Decimal("1"), "Buckets whose excess over expectation is below this never alert.", group="anomaly"
     )
     anomaly_region_series: bool = _f(True, "Also track (service, region) series.", group="anomaly")
+    anomaly_z_threshold: float = _f(
+        4.0, "Alert when a bucket is this many standard deviations above expectation.", group="anomaly"
+    )
+    anomaly_half_life_points: float = _f(
+        24.0, "Half-life of the EWMA level, in buckets (variance: four times this).", group="anomaly"
+    )
+    anomaly_warmup_points: int = _f(
+        30, "Buckets a series must have seen before it may alert.", group="anomaly"
+    )
     # -- business events and privacy --------------------------------------------------------
     pseudonym_key: Secret = _f(
         Secret("local-dev-pseudonym-key"),

@@ -26,7 +26,14 @@ def series_config(settings: Any) -> costseries.SeriesConfig:
         lateness_ms=settings.allowed_lateness_seconds * 1000,
         min_amount=Decimal(settings.anomaly_min_amount),
         region_series=settings.anomaly_region_series,
-        params=detector.DetectorParams(direction="up", min_abs_deviation=float(settings.anomaly_min_amount)),
+        params=detector.DetectorParams(
+            direction="up",
+            min_abs_deviation=float(settings.anomaly_min_amount),
+            z_threshold=settings.anomaly_z_threshold,
+            half_life_points=settings.anomaly_half_life_points,
+            var_half_life_points=4 * settings.anomaly_half_life_points,
+            warmup_points=settings.anomaly_warmup_points,
+        ),
     )
 
 
