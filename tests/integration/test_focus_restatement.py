@@ -14,7 +14,7 @@ from finops_app import kafka, topics
 from finops_app.sources.focus_cli import ingest_focus
 from tests.support.kafka import read_topic
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "focus" / "focus_sample.csv"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "focus" / "focus_sample.csv"
 
 
 def write_export(path: Path, hour: datetime, amounts: list[str]) -> None:

@@ -27,14 +27,9 @@ from finops_app.sources.focus_cli import ingest_focus
 from finops_app.topics import COST_EVENTS, DEADLETTER
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = next(
-    (
-        p
-        for p in (ROOT / "data/focus/focus_sample.csv", Path("/work/shared/data/focus/focus_sample.csv"))
-        if p.exists()
-    ),
-    ROOT / "data/focus/focus_sample.csv",
-)
+SAMPLE = (
+    ROOT / "tests" / "data" / "focus" / "focus_sample.csv"
+)  # FOCUS 1.0 sample, CC BY 4.0 (see README there)
 PROVIDER = {"AWS": "aws", "Microsoft": "azure", "Oracle": "oci", "Google Cloud": "gcp"}
 ID_COLUMNS = ("BillingAccountId", "SubAccountId", "Id")  # ids keep their digits as written
 
