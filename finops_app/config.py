@@ -249,6 +249,13 @@ class Settings:
     snowflake_protocol: str = _f(
         "http", "http for the local server, https for a real account.", group="snowflake"
     )
+    snowflake_network_timeout_seconds: int = _f(
+        20, "Longest wait for one Snowflake request (the connector retries inside it).", group="snowflake"
+    )
+    snowflake_login_timeout_seconds: int = _f(20, "Longest wait for a Snowflake login.", group="snowflake")
+    sink_stall_seconds: float = _f(
+        30.0, "Health reports degraded while one load has been running longer than this.", group="snowflake"
+    )
     sink_enabled: bool = _f(True, "Run the Snowflake sink inside the worker.", group="snowflake")
     sink_batch_rows: int = _f(5000, "Rows per bulk load.", group="snowflake")
     sink_max_age_seconds: float = _f(2.0, "Load a partial batch once it is this old.", group="snowflake")

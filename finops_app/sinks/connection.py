@@ -63,8 +63,8 @@ def connect_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # whose MERGE keeps a temporary table in it (PUBLIC exists in every Snowflake database)
         "schema": "PUBLIC",
         "application": "finops_app",
-        "login_timeout": 30,
-        "network_timeout": 120,
+        "login_timeout": settings.snowflake_login_timeout_seconds,
+        "network_timeout": settings.snowflake_network_timeout_seconds,
     }
     if settings.snowflake_private_key_file:
         kwargs["private_key"] = private_key_der(

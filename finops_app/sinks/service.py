@@ -155,6 +155,7 @@ class SinkService(Service):
         self._consumer_factory = consumer_factory
         self._producer_factory = producer_factory
         self.batch_rows = max(1, settings.sink_batch_rows)
+        self._load_started: float | None = None  # monotonic start of the load in flight
         self.max_age = settings.sink_max_age_seconds
         self.max_buffered = max_buffered_rows or max(4 * self.batch_rows, 20_000)
         self.retry_base = retry_base_seconds
@@ -350,11 +351,13 @@ class SinkService(Service):
         chunk = buf.entries[: self.batch_rows]
         spec = TABLES[table]
         loop = asyncio.get_running_loop()
+        self._load_started = time.monotonic()
         try:
             result: LoadResult = await loop.run_in_executor(
                 self._executor, self.loader.load, spec, [e.row for e in chunk]
             )
         except Exception as exc:
+            self._load_started = None
             if not isinstance(exc, SinkError):
                 logger.exception("sink: unexpected error loading %s", table)
             buf.failures += 1
@@ -368,6 +371,7 @@ class SinkService(Service):
                 "sink: loading %d rows into %s failed (retry in %.1fs): %s", len(chunk), table, delay, exc
             )
             return False
+        self._load_started = None
         del buf.entries[: len(chunk)]
         buf.since = time.monotonic() if buf.entries else None
         buf.failures, buf.next_attempt, buf.last_error = 0, 0.0, None
@@ -474,6 +478,7 @@ class SinkService(Service):
         }
         return {
             **self.stats,
+            "load_in_flight_seconds": round(now - self._load_started, 3) if self._load_started else 0.0,
             "connected": bool(self.connector.connected)
             if self.connector is not None
             else self.stats["connected"],

@@ -50,8 +50,15 @@ def health(ctx: Context) -> dict[str, Any]:
         recovery_done
         and bool(assigned)
         and reachable is not False
-        # the sink connects lazily: it is unhealthy only once a load failed and it has not recovered
-        and (sink_status is None or sink_status.get("connected") or not sink_status.get("last_error"))
+        # the sink connects lazily: it is unhealthy once a load failed and it has not recovered, or
+        # while one load hangs (the connector retries inside a request for up to its network timeout)
+        and (
+            sink_status is None
+            or (
+                (sink_status.get("connected") or not sink_status.get("last_error"))
+                and sink_status.get("load_in_flight_seconds", 0.0) < ctx.settings.sink_stall_seconds
+            )
+        )
     )
     return {
         "status": "ok" if ok else "degraded",
@@ -129,6 +136,21 @@ def list_views(ctx: Context) -> dict[str, Callable[[ResultsConsumer, Request], d
     }
 
 
+SINK_GAUGES = ("rows_loaded", "batches_loaded", "batches_failed", "rows_rejected", "commits", "buffered_rows")
+
+
+def sink_gauges(ctx: Context) -> None:
+    """The Snowflake sink's counters as ``finops_sink_*`` series (read from its status)."""
+    sink = ctx.extras.get("sink")
+    if sink is None:
+        return
+    status = sink.status()
+    for name in SINK_GAUGES:
+        ctx.metrics.set(f"sink_{name}", float(status.get(name) or 0))
+    ctx.metrics.set("sink_connected", 1.0 if status.get("connected") else 0.0)
+    ctx.metrics.set("sink_load_in_flight_seconds", float(status.get("load_in_flight_seconds") or 0.0))
+
+
 def register(ctx: Context) -> None:
     app = ctx.app
     _register_results(ctx)
@@ -143,6 +165,7 @@ def register(ctx: Context) -> None:
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             consumer_lag(ctx)
+            sink_gauges(ctx)
             return self.text(ctx.metrics.render(), content_type="text/plain; version=0.0.4")
 
     for path, fn in list_views(ctx).items():
