@@ -100,7 +100,13 @@ def main() -> None:
     if len(sys.argv) == 1:
         sys.argv.append("--help")
     if sys.argv[1:2] == ["worker"]:
-        _preflight(app.finops.settings)  # type: ignore[attr-defined]
+        settings = app.finops.settings  # type: ignore[attr-defined]
+        if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in sys.argv):
+            level = {"warning": "warn", "critical": "crit"}.get(
+                settings.log_level.lower(), settings.log_level
+            )
+            sys.argv += ["-l", level]  # FINOPS_LOG_LEVEL when the command line does not say
+        _preflight(settings)
     app.main()
 
 
