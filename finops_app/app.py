@@ -112,13 +112,19 @@ def main() -> None:
 
 def _preflight(settings: Settings) -> None:
     """One connection to the broker before the worker starts: bad credentials or TLS files end
-    the worker with one clear line (exit 2) instead of aiokafka's 'Unable to bootstrap' traceback."""
+    the worker with one clear line (exit 2) instead of aiokafka's 'Unable to bootstrap' traceback.
+    Then every topic of the app is created if missing: agents only declare what they consume, and
+    the results are produced straight to topics that auto-creation (off) would not make."""
     import asyncio
 
     from finops_app.errors import ConfigError
 
+    async def check() -> None:
+        await kafka.check_connection(settings)
+        await kafka.ensure_topics(settings)
+
     try:
-        asyncio.run(kafka.check_connection(settings))
+        asyncio.run(check())
     except (ConfigError, ConnectionError) as exc:
         sys.stderr.write(f"finops worker: {exc}\n")
         sys.exit(2)
