@@ -172,10 +172,12 @@ class DeadLetter(_Base):
     offset: int
     error: str
     field: str | None
-    raw: str  # the original bytes, base64
+    raw: str  # the original bytes (the first 256 KiB of a larger message), base64
     raw_size: int
     timestamp: str
     stage: str = "intake"
+    raw_truncated: bool = False
+    raw_sha256: str = ""
 
 
 RESULT_MODELS: dict[str, type[_Base]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from finops_app.core.validate import iso
 from finops_app.errors import FinOpsError, ValidationError
 
 logger = logging.getLogger(__name__)
+DEAD_LETTER_RAW_MAX = 256 * 1024  # bytes of the original message copied into a dead letter
 
 
 def envelope(kind: str, event: EventT[Any], body: dict[str, Any], source: str | None = None) -> bytes:
@@ -97,6 +99,7 @@ def dead_letter_value(
 ) -> bytes:
     field = error.field if isinstance(error, ValidationError) else None
     raw = raw or b""
+    kept = raw[:DEAD_LETTER_RAW_MAX]
     return orjson.dumps(
         {
             "source_topic": source_topic,
@@ -104,8 +107,12 @@ def dead_letter_value(
             "offset": offset,
             "error": str(error),
             "field": field,
-            "raw": base64.b64encode(raw).decode(),
+            # a huge message is kept in full at (source_topic, partition, offset); the dead letter
+            # carries its first bytes and a digest, so it always fits the producer's request size
+            "raw": base64.b64encode(kept).decode(),
             "raw_size": len(raw),
+            "raw_truncated": len(kept) < len(raw),
+            "raw_sha256": hashlib.sha256(raw).hexdigest(),
             "timestamp": iso(int(time.time() * 1000)),
             "stage": stage,
         }

@@ -151,6 +151,13 @@ class ResultsConsumer(Service):
         if consumer is not None:
             try:
                 await consumer.stop()
+            except asyncio.CancelledError:
+                # aiokafka re-raises the cancellation of its own fetch tasks from stop(); only a
+                # cancellation of this task itself may end the loop
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                logger.debug("results view: the consumer's tasks were cancelled while stopping")
             except Exception:  # a half-started client may fail to stop; it is dropped anyway
                 logger.debug("results view: stopping the consumer failed", exc_info=True)
 
