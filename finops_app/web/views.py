@@ -48,7 +48,6 @@ def health(ctx: Context) -> dict[str, Any]:
     reachable = view_status["broker_reachable"] if view_status else None
     ok = (
         recovery_done
-        and bool(assigned)
         and reachable is not False
         # the sink connects lazily: it is unhealthy once a load failed and it has not recovered, or
         # while one load hangs (the connector retries inside a request for up to its network timeout)
@@ -170,8 +169,13 @@ def register(ctx: Context) -> None:
 
     for path, fn in list_views(ctx).items():
         _list_view(ctx, path, fn)
-    for table in (ctx.tables.unit_state, ctx.tables.series_state, ctx.tables.resource_state):
-        _lookup_view(ctx, table)
+    routes = (
+        (ctx.tables.unit_state, ctx.topics.by_unit),
+        (ctx.tables.series_state, ctx.topics.by_service),
+        (ctx.tables.resource_state, ctx.topics.by_resource),
+    )
+    for table, topic in routes:
+        _lookup_view(ctx, table, topic)
     dashboard.register(ctx)
 
 
@@ -204,11 +208,14 @@ def _list_view(ctx: Context, path: str, fn: Callable[[ResultsConsumer, Request],
             return self.json(body)
 
 
-def _lookup_view(ctx: Context, table: Any) -> None:
+def _lookup_view(ctx: Context, table: Any, topic: Any) -> None:
+    """A key of ``table``, answered by the worker that owns it. Keys live in the partition of the
+    re-keyed stream topic that feeds the table (raw key bytes), so requests are routed by that
+    topic; ``table_route`` would hash the JSON-encoded key and pick the wrong worker."""
     app = ctx.app
 
     @app.page(f"/finops/tables/{table.name}/{{key}}/")
-    @app.table_route(table=table, match_info="key")
+    @app.topic_route(topic=topic, match_info="key")
     async def lookup(web: Any, request: Request, key: str) -> Response:
         value = table.get(key)
         if value is None:
