@@ -189,6 +189,11 @@ class Observed:
     expected_total: Decimal = Decimal(0)
 
 
+def stalled(sink: dict[str, Any]) -> bool:
+    """A load hanging past the stall threshold (the connector retries inside one request)."""
+    return float(sink.get("load_in_flight_seconds") or 0) >= 30.0
+
+
 def wait_health(worker: Worker, ok: bool, timeout: float) -> tuple[int, Any]:
     """Poll /finops/health/ until it answers 200 (ok) or 503 with the sink's error (not ok)."""
     deadline = time.monotonic() + timeout
@@ -200,9 +205,9 @@ def wait_health(worker: Worker, ok: bool, timeout: float) -> tuple[int, Any]:
             last = (0, str(exc))
         status, body = last
         sink = body.get("sink") if isinstance(body, dict) else None
-        if ok and status == 200:
-            return last
-        if not ok and status == 503 and sink and sink.get("last_error"):
+        if ok and status == 200 and sink is not None and sink.get("buffered_rows") == 0:
+            return last  # healthy and every buffered table (curated and staging) loaded
+        if not ok and status == 503 and sink and (sink.get("last_error") or stalled(sink)):
             return last
         time.sleep(0.5)
     return last
@@ -269,7 +274,7 @@ def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Obs
         snow.start()
         obs.final_rows = asyncio.run(wait_costs(settings, FIRST + SECOND, 150))
         obs.timings["recovery: all rows loaded"] = time.monotonic() - t
-        obs.final_health = wait_health(worker, ok=True, timeout=60)
+        obs.final_health = wait_health(worker, ok=True, timeout=120)
         obs.timings["recovery: health 200"] = time.monotonic() - t
         _, obs.final_metrics = worker.get("/metrics")
         time.sleep(2)  # a flush/commit round after the last load
@@ -308,9 +313,14 @@ def test_health_reports_the_outage(outage: Observed) -> None:
     assert body["status"] == "degraded"
     sink = body["sink"]
     assert sink["connected"] is False
-    assert sink["last_error"] and "snowflake" in sink["last_error"].lower(), sink
-    assert sink["batches_failed"] >= 1
-    assert any(t["failures"] >= 1 and t["last_error"] for t in sink["tables"].values()), sink["tables"]
+    # either a load already failed (the error names Snowflake) or one hangs in the connector's
+    # retries past the stall threshold; which comes first depends on the machine's load
+    if sink["last_error"]:
+        assert "snowflake" in sink["last_error"].lower(), sink
+        assert sink["batches_failed"] >= 1
+        assert any(t["failures"] >= 1 and t["last_error"] for t in sink["tables"].values()), sink["tables"]
+    else:
+        assert stalled(sink), sink
 
 
 def test_sink_offsets_not_committed_past_unloaded_rows(outage: Observed) -> None:
