@@ -7,13 +7,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import faust
 
 from finops_app import kafka, topics
-from finops_app.config import FAUST_ENV, Settings
+from finops_app.config import Settings, faust_env_overrides
 from finops_app.context import Context
 from finops_app.core.validate import Limits
 from finops_app.metrics import Metrics
@@ -24,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> faust.App:
     """Build the app for ``settings``; nothing connects until a worker or command starts it."""
-    overriding = [name for name in FAUST_ENV if name in os.environ]
+    overriding = faust_env_overrides()
     if overriding:
         logger.warning("Faust environment variables %s override FINOPS_ settings", ", ".join(overriding))
     app = faust.App(

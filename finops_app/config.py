@@ -40,6 +40,11 @@ FAUST_ENV = (
 )
 
 
+def faust_env_overrides() -> list[str]:
+    """Faust's own variables that are set here (they silently override the app's settings)."""
+    return [name for name in FAUST_ENV if name in os.environ]
+
+
 class Secret:
     """A string that does not print itself (passwords, keys, tokens)."""
 
