@@ -155,6 +155,12 @@ class Settings:
     )
     batch_size: int = _f(2000, "Events processed per batch by the stream agents.", group="stream")
     batch_within_seconds: float = _f(0.05, "Longest wait to fill a batch.", group="stream")
+    faust_fast_delivery: bool = _f(
+        True,
+        "Hand fetched records to agents without Faust's four asyncio tasks per record "
+        "(finops_app/faust_fixes.py); false restores Faust's own loop.",
+        group="stream",
+    )
     ledger_sources: tuple[str, ...] = _f(
         ("cost_explorer", "focus"),
         "Sources that re-send events (restatements): counted once per event id, changes as deltas.",
