@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import SourceClock, first_delivery
+from finops_app.agents.common import SourceClock, first_delivery, unpack
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import costseries, detector
@@ -69,11 +69,16 @@ def register(ctx: Context, clock: Clock) -> None:
             service = decode_key(event.message.key)
             st = states.get(service) or table.get(service) or costseries.new_service()
             states[service] = st
-            if not first_delivery(st, env):
-                metrics.inc("duplicates_skipped_total", labels={"agent": "cost_anomalies"})
-                continue
-            await emit(costseries.observe(st, env["e"], env["t"], cfg, now_ms))
-            sources.observe(prec, partition, env, env["e"]["ts_ms"])
+            fresh = []
+            for item in unpack(env):
+                if not first_delivery(st, item):
+                    metrics.inc("duplicates_skipped_total", labels={"agent": "cost_anomalies"})
+                    continue
+                body = item["e"]
+                fresh.append((body, item["t"]))
+                sources.observe(prec, partition, item, body["ts_ms"])
+            if fresh:
+                await emit(costseries.observe_many(st, fresh, cfg, now_ms))
         wm = sources.watermark(prec, partition, wm)
         for service in set(states) | {s for s, at in prec["due"].items() if at <= wm}:
             st = states.get(service) or table.get(service) or costseries.new_service()

@@ -7,18 +7,20 @@
 
 Validation is ``core.validate``; a bad record goes to finops.deadletter with its reason and
 source position, and the batch goes on. Re-keying here is the repartition step of ``group_by``,
-done explicitly so one parse serves every downstream path.
+done explicitly so one parse serves every downstream path. The re-keyed events of a batch go out
+as batch envelopes (``common.Outbox``): one record per key and source partition, each event with
+its own source offset.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from finops_app.agents.common import dead_letter, envelope
+from finops_app.agents.common import Outbox, dead_letter, encode_item, envelope
 from finops_app.context import Context
 from finops_app.core.privacy import protect_business
 from finops_app.core.validate import parse_business, parse_cost, parse_resource
@@ -27,42 +29,52 @@ from finops_app.errors import FinOpsError
 logger = logging.getLogger(__name__)
 
 Parser = Callable[[Any, Any], dict[str, Any]]
+Route = Callable[[Outbox, Any, dict[str, Any]], Awaitable[None]]
 
 
 def register(ctx: Context) -> None:
     app, settings, topics, metrics = ctx.app, ctx.settings, ctx.topics, ctx.metrics
     size, within = settings.batch_size, settings.batch_within_seconds
 
-    async def intake(stream: Any, name: str, parser: Parser, route: Callable[..., Any]) -> None:
+    async def intake(stream: Any, name: str, parser: Parser, route: Route) -> None:
         async for batch in stream.take_events(size, within=within):
             metrics.inc("events_in_total", len(batch), labels={"topic": batch[0].message.topic})
+            outbox = Outbox()
             for event in batch:
                 try:
                     body = parser(event.value, ctx.limits)
                 except FinOpsError as exc:
                     await dead_letter(ctx, event, exc)
                     continue
-                await route(event, body)
+                await route(outbox, event, body)
+            await outbox.flush(ctx)
             metrics.inc("batches_total", labels={"agent": name})
 
     ledger_sources = frozenset(settings.ledger_sources)
 
-    async def route_cost(event: Any, body: dict[str, Any]) -> None:
+    async def route_cost(outbox: Outbox, event: Any, body: dict[str, Any]) -> None:
         if body["source"] in ledger_sources:
             await ctx.send(topics.by_id, body["event_id"], envelope("cost", event, body))
             return
-        await ctx.send(topics.by_unit, body["business_unit"], envelope("cost", event, body))
-        await ctx.send(topics.by_service, body["service"], envelope("cost", event, body))
+        item, part = encode_item(event, body), event.message.partition
+        outbox.add(topics.by_unit, body["business_unit"], "cost", part, item)
+        outbox.add(topics.by_service, body["service"], "cost", part, item)
 
-    async def route_business_raw(event: Any, body: dict[str, Any]) -> None:
+    async def route_business_raw(outbox: Outbox, event: Any, body: dict[str, Any]) -> None:
         protected = protect_business(body, settings)
         await ctx.send(topics.business_events, protected["user_id"], orjson.dumps(protected))
 
-    async def route_business(event: Any, body: dict[str, Any]) -> None:
+    async def route_business(outbox: Outbox, event: Any, body: dict[str, Any]) -> None:
         protected = protect_business(body, settings)
-        await ctx.send(topics.by_unit, protected["business_unit"], envelope("biz", event, protected))
+        outbox.add(
+            topics.by_unit,
+            protected["business_unit"],
+            "biz",
+            event.message.partition,
+            encode_item(event, protected),
+        )
 
-    async def route_resource(event: Any, body: dict[str, Any]) -> None:
+    async def route_resource(outbox: Outbox, event: Any, body: dict[str, Any]) -> None:
         await ctx.send(topics.by_resource, body["resource_id"], envelope("res", event, body))
 
     @app.agent(topics.cost_events, name="cost_intake")

@@ -1,6 +1,6 @@
 """Per business unit: 5-minute cost totals and the cost/revenue ROI join, closed by watermark.
 
-Consumes finops.stream.by-unit (cost and business events re-keyed by unit, plus ticks);
+Consumes finops.stream.by-unit (batches of cost and business events re-keyed by unit, plus ticks);
 produces one WindowTotal per unit and window on finops.cost.aggregations and one RoiResult per
 unit and ROI window on finops.roi.calculations, each when the partition's watermark passes the
 window's end plus the allowed lateness; a late event re-emits the window with ``revision + 1``.
@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import SourceClock, dead_letter, first_delivery
+from finops_app.agents.common import SourceClock, dead_letter, first_delivery, unpack
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import budget as budget_core
@@ -28,6 +28,7 @@ from finops_app.core.windows import Closed, WindowSpec, accept, add, close, next
 from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
 
 logger = logging.getLogger(__name__)
+_ZERO = Decimal(0)
 
 
 def new_unit() -> dict[str, Any]:
@@ -82,44 +83,72 @@ def register(ctx: Context, clock: Clock) -> None:
         latest_produce = 0
         for event in events:
             env = orjson.loads(event.value)
-            kind = env["k"]
-            if kind == "tick":
+            if env["k"] == "tick":
                 wm = max(wm, env["wm"])
                 continue
             unit = decode_key(event.message.key)
             st = states.get(unit) or table.get(unit) or new_unit()
             states[unit] = st
-            if not first_delivery(st, env):
-                metrics.inc("duplicates_skipped_total", labels={"agent": "unit_windows"})
-                continue
-            body = env["e"]
-            ts = body["ts_ms"]
-            if st["cur"] is None:
-                st["cur"] = body["currency"]
-            elif body["currency"] != st["cur"]:
-                await dead_letter(
-                    ctx,
-                    event,
-                    f"currency {body['currency']} differs from {st['cur']} "
-                    "already used by this business unit; convert before sending",
-                    "window",
+            wsum: dict[str, list[Any]] = {}  # window -> [cost, events]: one update per window
+            rsum: dict[str, list[Any]] = {}  # ROI window -> [cost, events, revenue, events]
+            msum: dict[str, Decimal] = {}  # month -> cost
+            for item in unpack(env):
+                if not first_delivery(st, item):
+                    metrics.inc("duplicates_skipped_total", labels={"agent": "unit_windows"})
+                    continue
+                kind, body = item["k"], item["e"]
+                ts = body["ts_ms"]
+                if st["cur"] is None:
+                    st["cur"] = body["currency"]
+                elif body["currency"] != st["cur"]:
+                    await dead_letter(
+                        ctx,
+                        event,
+                        f"currency {body['currency']} differs from {st['cur']} "
+                        "already used by this business unit; convert before sending",
+                        "window",
+                        raw=orjson.dumps(item),
+                    )
+                    continue
+                wkey, rkey = accept(totals, st["w"], ts, wm), accept(rois, st["r"], ts, wm)
+                if wkey is None or rkey is None:
+                    # older than the retained windows: the live view cannot correct them any more;
+                    # the event still reaches Snowflake (the sink reads this topic), where history is kept
+                    metrics.inc("late_beyond_retention_total", labels={"agent": "unit_windows"})
+                    continue
+                r = rsum.get(rkey)
+                if r is None:
+                    r = rsum[rkey] = [_ZERO, 0, _ZERO, 0]
+                if kind == "cost":
+                    amount = Decimal(body["cost_amount"])
+                    w = wsum.get(wkey)
+                    if w is None:
+                        wsum[wkey] = [amount, 1]
+                    else:
+                        w[0] += amount
+                        w[1] += 1
+                    r[0] += amount
+                    r[1] += 1
+                    month = _month(ts)
+                    msum[month] = msum.get(month, _ZERO) + amount
+                else:
+                    r[2] += Decimal(body["revenue_impact"])
+                    r[3] += 1
+                sources.observe(prec, partition, item, ts)
+                latest_produce = max(latest_produce, item["t"])
+            for wkey, (cost, n) in wsum.items():
+                add(st["w"], wkey, cost=cost, cost_events=n)
+            for rkey, (cost, n, revenue, nr) in rsum.items():
+                add(
+                    st["r"],
+                    rkey,
+                    cost=cost if n else None,
+                    revenue=revenue if nr else None,
+                    cost_events=n,
+                    revenue_events=nr,
                 )
-                continue
-            wkey, rkey = accept(totals, st["w"], ts, wm), accept(rois, st["r"], ts, wm)
-            if wkey is None or rkey is None:
-                # older than the retained windows: the live view cannot correct them any more; the
-                # event still reaches Snowflake (the sink reads this topic), where history is kept
-                metrics.inc("late_beyond_retention_total", labels={"agent": "unit_windows"})
-                continue
-            if kind == "cost":
-                amount = Decimal(body["cost_amount"])
-                add(st["w"], wkey, cost=amount)
-                add(st["r"], rkey, cost=amount)
-                _add_month(st, ts, amount)
-            else:
-                add(st["r"], rkey, revenue=Decimal(body["revenue_impact"]))
-            sources.observe(prec, partition, env, ts)
-            latest_produce = max(latest_produce, env["t"])
+            for month, cost in msum.items():
+                _add_month(st, month, cost)
         wm = sources.watermark(prec, partition, wm)
         due_units = [u for u, at in prec["due"].items() if at <= wm]
         for unit in set(states) | set(due_units):
@@ -149,8 +178,18 @@ def register(ctx: Context, clock: Clock) -> None:
                 "pipeline_latency_ms", time.time() * 1000 - latest_produce, labels={"agent": "unit_windows"}
             )
 
-    def _add_month(st: dict[str, Any], ts: int, amount: Decimal) -> None:
-        _, _, month = budget_core.month_bounds(ts)
+    months: dict[int, str] = {}  # UTC day -> "YYYY-MM"
+
+    def _month(ts: int) -> str:
+        day = ts // 86_400_000
+        month = months.get(day)
+        if month is None:
+            if len(months) > 1000:
+                months.clear()
+            month = months[day] = budget_core.month_bounds(ts)[2]
+        return month
+
+    def _add_month(st: dict[str, Any], month: str, amount: Decimal) -> None:
         st["m"][month] = str(Decimal(st["m"].get(month, "0")) + amount)
         for old in sorted(st["m"])[:-2]:  # keep this month and the previous one
             st["m"].pop(old, None)

@@ -26,6 +26,7 @@ from finops_app.core.validate import iso
 
 MAX_ZERO_FILL = 12  # empty buckets fed as zero cost before a gap counts as missing data
 TOP_RESOURCES = 20  # resources tracked per bucket for the driver list
+_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,29 +71,68 @@ def observe(
     cfg: SeriesConfig,
     now_ms: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Add one validated cost event to its open buckets; returns early alerts (mutates ``state``).
+    """Add one validated cost event to its open buckets; returns early alerts (mutates ``state``)."""
+    return observe_many(state, [(event, produced_ms)], cfg, now_ms)
 
-    Buckets stay open until the partition's watermark passes them (``advance``), so events from
-    several upstream partitions, read in any interleaving, all land in their bucket.
+
+def observe_many(
+    state: dict[str, Any],
+    events: list[tuple[dict[str, Any], int]],
+    cfg: SeriesConfig,
+    now_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """Add validated cost events (with their produce times) of one service to their open buckets.
+
+    Events are summed per (series, bucket) first and each touched bucket is then updated and
+    checked once, so a batch costs one detector lookup per bucket, not one per event; an early
+    alert fires when a bucket's running sum, at the end of the batch, exceeds the detector's upper
+    bound. Buckets stay open until the partition's watermark passes them (``advance``), so events
+    from several upstream partitions, read in any interleaving, all land in their bucket. Returns
+    early alerts (mutates ``state``).
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    service, ts, amount = event["service"], event["ts_ms"], Decimal(event["cost_amount"])
-    bucket = ts - ts % cfg.bucket_ms
-    key_b = str(bucket)
+    sums: dict[tuple[str, int], list[Any]] = {}  # (series, bucket) -> [sum, produced, bu, region, service]
+    drv: dict[int, dict[tuple[str, str], Decimal]] = {}  # bucket -> (dimension, value) -> sum
+    series = state["s"]
+    bucket_ms = cfg.bucket_ms
+    for event, produced_ms in events:
+        service, ts, amount = event["service"], event["ts_ms"], Decimal(event["cost_amount"])
+        bucket = ts - ts % bucket_ms
+        for key, bu, region in series_keys(service, event, cfg):
+            acc = sums.get((key, bucket))
+            if acc is None:
+                sums[(key, bucket)] = [amount, produced_ms, bu, region, service]
+            else:
+                acc[0] += amount
+                acc[1] = max(acc[1], produced_ms)
+        top = series.get(service)
+        if top is not None and top["lb"] is not None and bucket <= top["lb"]:
+            continue  # late for scoring: no drivers either
+        dims = drv.setdefault(bucket, {})
+        for dim_value in (
+            ("bu", event["business_unit"]),
+            ("region", event["region"]),
+            ("res", event["resource_id"]),
+        ):
+            dims[dim_value] = dims.get(dim_value, _ZERO) + amount
+    if drv:
+        dr = state.setdefault("dr", {})
+        for bucket, dims in drv.items():
+            target = dr.setdefault(str(bucket), {"bu": {}, "region": {}, "res": {}})
+            for (dim, value), amount in dims.items():
+                _track_driver(target[dim], dim, value, amount)
     out: list[dict[str, Any]] = []
-    for key, bu, region in series_keys(service, event, cfg):
-        ser = state["s"].get(key)
+    for (key, bucket), (amount, produced_ms, bu, region, service) in sums.items():
+        ser = series.get(key)
         if ser is None:
-            ser = state["s"][key] = _new_series(bu, region)
+            ser = series[key] = _new_series(bu, region)
         if ser["lb"] is not None and bucket <= ser["lb"]:
             continue  # a late event for a bucket already scored: windows count it, detection skips it
+        key_b = str(bucket)
         value = Decimal(ser["ob"].get(key_b, "0")) + amount
         ser["ob"][key_b] = str(value)
         seen = ser.setdefault("ot", {})  # latest produce time per open bucket: detection latency
         seen[key_b] = max(seen.get(key_b, 0), produced_ms)
-        if key == service:
-            dr = state.setdefault("dr", {})
-            _track_drivers(dr.setdefault(key_b, {"bu": {}, "region": {}, "res": {}}), event, amount)
         if ser["inc"] is None:
             expected, upper = detector.bounds(ser["d"], bucket, cfg.params)
             if float(value) > upper and value - Decimal(str(expected)) >= cfg.min_amount:
@@ -236,19 +276,13 @@ def _record(
     }
 
 
-def _track_drivers(dr: dict[str, Any], event: dict[str, Any], amount: Decimal) -> None:
-    for dim, value in (
-        ("bu", event["business_unit"]),
-        ("region", event["region"]),
-        ("res", event["resource_id"]),
-    ):
-        bucket = dr[dim]
-        if dim == "res" and value not in bucket and len(bucket) >= TOP_RESOURCES:
-            smallest = min(bucket, key=lambda k: Decimal(bucket[k]))
-            if Decimal(bucket[smallest]) >= amount:
-                continue
-            del bucket[smallest]
-        bucket[value] = str(Decimal(bucket.get(value, "0")) + amount)
+def _track_driver(bucket: dict[str, str], dim: str, value: str, amount: Decimal) -> None:
+    if dim == "res" and value not in bucket and len(bucket) >= TOP_RESOURCES:
+        smallest = min(bucket, key=lambda k: Decimal(bucket[k]))
+        if Decimal(bucket[smallest]) >= amount:
+            return
+        del bucket[smallest]
+    bucket[value] = str(Decimal(bucket.get(value, "0")) + amount)
 
 
 def drivers(state: dict[str, Any], service: str, bucket: int, cfg: SeriesConfig) -> list[dict[str, Any]]:

@@ -67,17 +67,19 @@ def add(
     key: str,
     cost: Decimal | None = None,
     revenue: Decimal | None = None,
+    cost_events: int = 1,
+    revenue_events: int = 1,
 ) -> None:
-    """Add one event's cost or revenue to window ``key`` (creating it)."""
+    """Add cost or revenue to window ``key`` (creating it): one event's, or the sum of several."""
     w = windows.get(key)
     if w is None:
         w = windows[key] = {"c": "0", "nc": 0, "v": "0", "nv": 0, "rev": 0, "dirty": True}
     if cost is not None:
         w["c"] = str(Decimal(w["c"]) + cost)
-        w["nc"] += 1
+        w["nc"] += cost_events
     if revenue is not None:
         w["v"] = str(Decimal(w["v"]) + revenue)
-        w["nv"] += 1
+        w["nv"] += revenue_events
     w["dirty"] = True
 
 

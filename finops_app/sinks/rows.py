@@ -3,7 +3,8 @@
 Pure functions, no I/O. The table definitions here (:data:`TABLES`) mirror ``sql/00*.sql``; an
 integration test compares them with the migrated schema, so the two cannot drift apart.
 
-- ``finops.stream.by-unit``: internal envelopes ``{"k", "p", "o", "e"}``; ``cost`` ->
+- ``finops.stream.by-unit``: internal envelopes ``{"k", "p", "o", "e"}`` or batch envelopes
+  ``{"k", "p", "b": [[o, t, e], ...]}`` (a row per event); ``cost`` ->
   finops_curated.cost_events, ``biz`` -> finops_curated.business_events, ``tick`` -> nothing.
 - ``finops.stream.by-resource``: ``res`` -> finops_curated.resource_events.
 - raw inputs (cost, business, resource events) -> finops_staging.*_raw, the message as VARIANT;
@@ -405,6 +406,13 @@ def _envelope(topic: str, env: dict[str, Any]) -> Mapped:
     table = kinds[kind]
     if table is None:
         return []
+    items = env.get("b")
+    if items is not None:  # a batch envelope: [[source offset, produce ms, event], ...]
+        if not isinstance(items, list) or not all(
+            isinstance(i, list) and len(i) == 3 and isinstance(i[2], dict) for i in items
+        ):
+            raise ValidationError("batch envelope items must be [offset, time, event object]", "b")
+        return [(table, event_row(table, item[2], env.get("p"), item[0])) for item in items]
     event = env.get("e")
     if not isinstance(event, dict):
         raise ValidationError("envelope without an event object", "e")

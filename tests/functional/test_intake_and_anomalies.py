@@ -29,7 +29,9 @@ async def test_cost_intake_routes_valid_and_dead_letters_invalid(app_factory) ->
         await a.put(b"\xff\xfe not utf-8", key=b"r3")
         await sent.wait_for(lambda s: len(s.on(topics.DEADLETTER)) >= 2 and len(s.on(topics.BY_SERVICE)) >= 1)
     ((unit_key, unit_env),) = sent.records[topics.BY_UNIT]
-    assert unit_key == "analytics" and unit_env["k"] == "cost" and unit_env["e"]["cost_amount"] == "1.5"
+    assert unit_key == "analytics" and unit_env["k"] == "cost"
+    ((offset, _, body),) = unit_env["b"]  # a batch envelope with the one valid event
+    assert offset == 0 and body["cost_amount"] == "1.5"
     ((svc_key, _),) = sent.records[topics.BY_SERVICE]
     assert svc_key == "rds"
     dead = sent.on(topics.DEADLETTER)

@@ -32,6 +32,7 @@ import stack as devstack  # dev/stack.py (tests/conftest.py puts dev/ on sys.pat
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from finops_app import kafka, topics
+from finops_app.agents.common import unpack
 from finops_app.config import Secret, Settings
 from finops_app.sinks.connection import connect
 from finops_app.sinks.migrate import run_migrations
@@ -117,7 +118,7 @@ async def wait_costs(settings: Settings, want: int, timeout: float) -> tuple[Any
 
 
 async def by_unit_offsets(settings: Settings, event_ids: set[str], timeout: float = 60.0) -> dict[int, int]:
-    """Per by-unit partition, the lowest offset of a cost envelope carrying one of ``event_ids``
+    """Per by-unit partition, the lowest offset of a cost (batch) envelope carrying one of ``event_ids``
     (read until every id was seen: the intake agent has re-keyed the whole batch)."""
     consumer = AIOKafkaConsumer(
         kafka.topic_name(settings, topics.BY_UNIT),
@@ -136,10 +137,13 @@ async def by_unit_offsets(settings: Settings, event_ids: set[str], timeout: floa
             for msgs in batch.values():
                 for m in msgs:
                     env = orjson.loads(m.value)
-                    eid = (env.get("e") or {}).get("event_id") if env.get("k") == "cost" else None
-                    if eid in event_ids:
-                        seen.add(eid)
-                        first[m.partition] = min(first.get(m.partition, m.offset), m.offset)
+                    if env.get("k") != "cost":
+                        continue
+                    for item in unpack(env):
+                        eid = item["e"].get("event_id")
+                        if eid in event_ids:
+                            seen.add(eid)
+                            first[m.partition] = min(first.get(m.partition, m.offset), m.offset)
     finally:
         await consumer.stop()
     assert seen == event_ids, f"only {len(seen)} of {len(event_ids)} events reached {topics.BY_UNIT}"

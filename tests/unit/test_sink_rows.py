@@ -65,6 +65,22 @@ def test_cost_envelope_becomes_a_curated_row() -> None:
     assert (row["source_partition"], row["source_offset"]) == (2, 40)  # position on the input topic
 
 
+def test_batch_envelope_becomes_one_row_per_event_with_its_own_offset() -> None:
+    first = parse_cost(ARTICLE_COST, LIMITS)
+    second = parse_cost({**ARTICLE_COST, "event_id": "cost_ec2_124", "cost_amount": "1.5"}, LIMITS)
+    value = orjson.dumps({"k": "cost", "s": "c", "p": 4, "b": [[10, 1, first], [12, 2, second]]})
+    rows = map_message(t.BY_UNIT, 0, 77, value)
+    assert [table for table, _ in rows] == ["finops_curated.cost_events"] * 2
+    assert [(r["event_id"], r["cost_amount"]) for _, r in rows] == [
+        ("cost_ec2_123", "12.3456789"),
+        ("cost_ec2_124", "1.5"),
+    ]
+    assert [(r["source_partition"], r["source_offset"]) for _, r in rows] == [(4, 10), (4, 12)]
+    for broken in ([[1, 2]], [[1, 2, "not an object"]], {"a": 1}):
+        with pytest.raises(ValidationError, match="batch envelope"):
+            map_message(t.BY_UNIT, 0, 78, orjson.dumps({"k": "cost", "p": 4, "b": broken}))
+
+
 def test_business_envelope_tick_and_resource() -> None:
     biz = parse_business(
         {"event_id": "b1", "timestamp": "2025-01-15 09:31:00", "revenue_impact": "19.99"}, LIMITS
