@@ -12,6 +12,10 @@ under bench/.runs/<run id>/.
 1. Raw baselines: N CostEvents shaped like ``finops_app.demo._cost`` (demo fleet, keyed by
    resource_id) produced with ``finops_app.cli.produce_all`` (a plain AIOKafkaProducer) ->
    msgs/s; a plain AIOKafkaConsumer (no group) reads them and orjson-decodes each -> msgs/s.
+   Then a bare Faust agent (bench/faust_bare.py: ``take_events`` + orjson.loads, no other work) as
+   a worker subprocess reads the first min(N, --bare-events) of them, with stock faust-streaming and
+   with ``finops_app.faust_fixes.install(True)`` -> msgs/s and CPU per record: the ceiling of any
+   Faust agent on this machine (Faust's per-record delivery cost), which (2) is also compared with.
 2. Pipeline: the first M of those events pre-filled into ``<prefix>finops.cost.events``, then
    ONE ``finops worker`` (sink off) drains the backlog. Done = the worker's
    ``finops_events_in_total{topic=<prefix>finops.cost.events}`` reached M AND the committed offsets
@@ -646,6 +650,92 @@ async def phase_baseline(cfg: Config, R: dict[str, Any]) -> None:
     say(f"   plain aiokafka consumer + orjson.loads: {cons['msgs_per_s']:,.0f} msgs/s ({cons['seconds']} s)")
     R["_events"] = events
     save_partial(cfg, R)
+    n_bare = min(n, cfg.bare_events)
+    if n_bare <= 0:
+        return
+    bare: dict[str, Any] = {"events": n_bare, "topic": topic}
+    R["bare_faust"] = bare
+    for variant, fix in (("stock", False), ("fixed", True)):
+        res = await bare_faust(cfg, s, topic, n_bare, fix, f"bare{variant}")
+        raw = cons.get("msgs_per_s")
+        if raw and res.get("msgs_per_s"):
+            res["ratio_to_raw_consumer"] = round(res["msgs_per_s"] / raw, 4)
+        bare[variant] = res
+        label = "stock faust-streaming" if not fix else "with finops_app/faust_fixes.py"
+        say(
+            f"   bare Faust agent (take_events, no work), {label}: {_n(res.get('msgs_per_s'))} msgs/s "
+            f"({res.get('seconds')} s for {_n(res.get('measured_records'))} records after the first batch; "
+            f"{res.get('cpu_us_per_record')} µs CPU per record"
+            + ("" if res.get("complete") else f"; INCOMPLETE: {res.get('note')}")
+            + ")"
+        )
+        save_partial(cfg, R)
+
+
+async def bare_faust(cfg: Config, s: Settings, topic: str, n: int, fix: bool, suffix: str) -> dict[str, Any]:
+    """bench/faust_bare.py as a worker subprocess on ``topic`` until it has read ``n`` records.
+
+    Its own app id (consumer group) per variant and run; bounded by a timeout, after which the
+    process is stopped by its PID and the last progress it wrote (about every second) is reported.
+    """
+    app_id = f"{s.app_id}{suffix}"
+    out = cfg.run_dir / f"faust-{suffix}.json"
+    out.unlink(missing_ok=True)
+    timeout = cfg.deadline.cap(cfg.bare_timeout, 300)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINOPS_") and k not in FAUST_ENV}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        BENCH_BARE_BROKER=s.faust_broker_url,
+        BENCH_BARE_TOPIC=topic,
+        BENCH_BARE_N=str(n),
+        BENCH_BARE_APP_ID=app_id,
+        BENCH_BARE_OUT=str(out),
+        BENCH_BARE_FIX="true" if fix else "false",
+        BENCH_BARE_BATCH=str(s.batch_size),
+        BENCH_BARE_WITHIN=str(s.batch_within_seconds),
+        BENCH_BARE_PARTITIONS=str(s.topic_partitions),
+        BENCH_BARE_DATADIR=str(cfg.run_dir / f"data-{app_id}"),
+        BENCH_BARE_TIMEOUT=str(round(timeout + 10)),  # its own last resort, after ours
+    )
+    log_path = cfg.run_dir / f"faust-{suffix}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [PY, str(BENCH / "faust_bare.py"), "worker", "-l", "warn"],
+            cwd=str(ROOT),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    STATE.procs.append(proc)
+    t0 = time.monotonic()
+    peak_kb: int | None = None
+    while proc.poll() is None and time.monotonic() - t0 < timeout:
+        peak_kb = vm_hwm_kb(proc.pid) or peak_kb
+        await asyncio.sleep(0.2)
+    timed_out = proc.poll() is None
+    if timed_out:  # stop it by its PID: SIGTERM, then SIGKILL
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    res: dict[str, Any] = {"fix": fix, "app_id": app_id, "returncode": proc.returncode}
+    with contextlib.suppress(OSError, ValueError):
+        res.update(json.loads(out.read_text()))
+    res["wall_seconds_process"] = round(time.monotonic() - t0, 2)
+    res["peak_rss_mib"] = round(peak_kb / 1024, 1) if peak_kb else None
+    if not res.get("complete"):
+        res["complete"] = False
+        res["note"] = (
+            f"stopped after the {timeout:.0f} s timeout" if timed_out else f"exited with {proc.returncode}"
+        ) + f" having read {_n(res.get('records', 0))} of {n:,} records (log: {log_path.relative_to(ROOT)})"
+        if not res.get("records"):
+            tail = log_path.read_text(errors="replace")[-1500:]
+            say(f"   !! bare Faust agent ({suffix}) read nothing; log tail:\n{tail}")
+    return res
 
 
 async def phase_pipeline(cfg: Config, R: dict[str, Any]) -> None:
@@ -831,6 +921,9 @@ async def phase_pipeline(cfg: Config, R: dict[str, Any]) -> None:
             raw = R.get("raw_consumer", {}).get("msgs_per_s")
             if raw and res.get("events_per_s"):
                 res["ratio_to_raw_consumer"] = round(res["events_per_s"] / raw, 4)
+            ceiling = ((R.get("bare_faust") or {}).get("fixed") or {}).get("msgs_per_s")
+            if ceiling and res.get("events_per_s"):
+                res["ratio_to_bare_faust_fixed"] = round(res["events_per_s"] / ceiling, 4)
         if spy is not None:
             try:
                 spy.wait(timeout=max(5.0, spy_t0 + cfg.profile_seconds + 5 - time.monotonic()))
@@ -1640,6 +1733,8 @@ class Config:
     low_load_factor: float = 0.1
     low_live_seconds: float = 20.0
     low_load_units: int = 2
+    bare_events: int = 80_000
+    bare_timeout: float = 45.0  # per variant; a run stopped by it reports what it had read
 
     def settings(self, suffix: str, **overrides: Any) -> Settings:
         app_id = f"bench{self.run_id}{suffix}"
@@ -1692,6 +1787,20 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
     raw = rc.get("msgs_per_s")
     rate = p.get("events_per_s")
     base = lat.get("baseline_kafka_rtt_ms") or {}
+    bf = R.get("bare_faust") or {}
+    bare_stock, bare_fixed = bf.get("stock") or {}, bf.get("fixed") or {}
+    ceiling = bare_fixed.get("msgs_per_s")
+    ceiling_cpu = 1e6 / bare_fixed["cpu_us_per_record"] if bare_fixed.get("cpu_us_per_record") else None
+
+    def bare_note(d: dict[str, Any]) -> str:
+        if not d:
+            return ""
+        text = f"{_n(d.get('cpu_us_per_record'), 1)} µs CPU per record"
+        if d.get("runqueue_wait_s") is not None:
+            text += f", waited {d['runqueue_wait_s']} s for a CPU in {d.get('seconds')} s"
+        if not d.get("complete"):
+            text += f"; **incomplete**: {d.get('note')}"
+        return text
 
     def trio(d: dict[str, Any] | None) -> str:
         if not d or not d.get("n"):
@@ -1728,7 +1837,13 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
             f"raw consumer {_n(raw)} msgs/s",
             _ratio(rate, raw, 4),
             f"≥ {TARGET_EVENTS_PER_S:,}/s: {yes(rate >= TARGET_EVENTS_PER_S if rate else None)}; "
-            f"≥ 1/3 of raw: {yes(rate / raw >= TARGET_RAW_SHARE if rate and raw else None)}",
+            f"≥ 1/3 of raw: {yes(rate / raw >= TARGET_RAW_SHARE if rate and raw else None)}"
+            + (
+                f"; ÷ bare Faust agent with the fix ({_n(ceiling)} msgs/s, the ceiling of any Faust agent "
+                f"here): {_ratio(rate, ceiling, 3)}"
+                if ceiling
+                else ""
+            ),
         ),
         (
             "… steady state (events completed downstream per s over the last 70 % of the drain)",
@@ -1749,7 +1864,12 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
             _n(p.get("events_per_worker_cpu_s")),
             f"raw consumer {_n(rc.get('msgs_per_cpu_s'))} msgs per CPU-s",
             _ratio(p.get("events_per_worker_cpu_s"), rc.get("msgs_per_cpu_s"), 4),
-            "",
+            (
+                f"bare Faust agent with the fix: {_n(ceiling_cpu)} records per CPU-s "
+                f"(ratio {_ratio(p.get('events_per_worker_cpu_s'), ceiling_cpu, 3)})"
+                if ceiling_cpu
+                else ""
+            ),
         ),
         (
             f"Raw aiokafka consumer + orjson.loads, msgs/s ({_n(rc.get('messages'))} msgs)",
@@ -1757,6 +1877,26 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
             "(baseline)",
             "1",
             "",
+        ),
+        (
+            "Bare Faust agent (take_events, no work), stock faust-streaming, msgs/s "
+            f"({_n(bf.get('events'))} msgs)",
+            _n(bare_stock.get("msgs_per_s")),
+            f"raw consumer {_n(raw)} msgs/s",
+            _ratio(bare_stock.get("msgs_per_s"), raw, 4),
+            bare_note(bare_stock),
+        ),
+        (
+            "… with finops_app/faust_fixes.py, msgs/s",
+            _n(bare_fixed.get("msgs_per_s")),
+            f"raw consumer {_n(raw)} msgs/s",
+            _ratio(bare_fixed.get("msgs_per_s"), raw, 4),
+            bare_note(bare_fixed)
+            + (
+                f"; {_ratio(bare_fixed.get('msgs_per_s'), bare_stock.get('msgs_per_s'))} × stock"
+                if bare_fixed and bare_stock
+                else ""
+            ),
         ),
         (
             f"Raw aiokafka producer (produce_all), msgs/s ({_n(pr.get('messages'))} msgs)",
@@ -1899,6 +2039,31 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
             f"AIOKafkaConsumer (no group, defaults) that `orjson.loads` every value ({rc.get('seconds')} s, "
             f"{rc.get('mb_per_s')} MB/s, {_n(rc.get('msgs_per_cpu_s'))} msgs per CPU-second of the bench "
             "process).",
+        ]
+    if bf:
+        raw_us = 1e6 / rc["msgs_per_cpu_s"] if rc.get("msgs_per_cpu_s") else None
+        any_bare = bare_fixed or bare_stock
+        out += [
+            "- **Bare Faust agent** (the ceiling of any Faust agent here): `bench/faust_bare.py` as a "
+            "`faust worker` subprocess (its own app id, i.e. consumer group, per variant; memory store, no "
+            "web server; the Faust settings of `finops_app.app` that matter for consumption: "
+            "stream_buffer_maxsize 8192, commit every 10,000 records or 1 s, earliest offsets) with ONE "
+            f"agent that iterates `stream.take_events({any_bare.get('batch_size')}, "
+            f"within={any_bare.get('within_s')})` over the first "
+            f"{_n(bf.get('events'))} records of the same topic (raw values), `orjson.loads` every value as "
+            "the raw consumer does, and does nothing else. msgs/s = records after the first batch / time "
+            "from the first batch to the last record (Faust's start-up and the rebalance left out); CPU per "
+            "record = the process's CPU time over that interval / those records. Run twice on the same "
+            "topic: stock faust-streaming, then with `finops_app.faust_fixes.install(True)`. Why: Faust "
+            "hands every record to its stream with `await self.wait_first(callback(message), "
+            "self.suspend_flow.wait())` in `Consumer._drain_messages`, four asyncio tasks and an "
+            "`asyncio.wait` per record, so an agent costs "
+            f"{_n(bare_stock.get('cpu_us_per_record'))} µs of CPU per record before doing any work "
+            f"(raw consumer: {_n(raw_us, 1)} µs); faust_fixes.py starts each delivery in place and races it "
+            f"against `suspend_flow` only when it has to wait ({_n(bare_fixed.get('cpu_us_per_record'))} "
+            "µs). Every cost event is delivered by Faust once (to intake), plus one delivery per batch "
+            "envelope on the internal `finops.stream.*` topics, so the pipeline row also shows its events/s "
+            "÷ the bare agent with the fix.",
         ]
     if p:
         out += [
@@ -2190,6 +2355,12 @@ def main(argv: list[str] | None = None) -> int:
         default=20.0,
         help="then live traffic at 0.1 x the pipeline rate (diagnostic; 0 skips it)",
     )
+    ap.add_argument(
+        "--bare-events",
+        type=int,
+        default=80_000,
+        help="records the bare Faust agent reads, per variant (phase 1; at most --events; 0 skips it)",
+    )
     ap.add_argument("--baseline-seconds", type=float, default=8.0)
     ap.add_argument(
         "--warm-minutes",
@@ -2295,7 +2466,7 @@ def main(argv: list[str] | None = None) -> int:
             pipeline_timeout=args.pipeline_cap, recovery_timeout=150.0, fallback_rate=100,
             low_live_seconds=args.low_live_seconds, pipeline_events=n_pipe, pipeline_sizing=pipe_sizing,
             recovery_keys=n_keys, recovery_sizing=keys_sizing,
-            reserve_after_pipeline=240.0,
+            reserve_after_pipeline=240.0, bare_events=args.bare_events,
         )  # fmt: skip
         asyncio.run(run_phases(cfg, R, set(args.only or ())))
     except KeyboardInterrupt as exc:
