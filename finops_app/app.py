@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
         origin="finops_app",
         loghandlers=[],
+        Monitor=faust_fixes.LeanMonitor if settings.faust_fast_delivery else faust.sensors.Monitor,
     )
     ctx = Context(
         app=app,

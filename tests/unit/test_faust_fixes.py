@@ -191,3 +191,29 @@ def test_install_is_reversible() -> None:
         assert faust_fixes.installed()
     finally:
         faust_consumer.Consumer._drain_messages = before  # type: ignore[method-assign]
+
+
+def test_lean_monitor_keeps_what_faust_reads_and_drops_per_record_timing() -> None:
+    monitor = faust_fixes.LeanMonitor()
+    message = SimpleNamespace(time_in=None)
+    monitor.on_message_in("tp", 41, message)
+    monitor.on_stream_event_in("tp", 41, object(), object())
+    monitor.on_stream_event_out("tp", 41, object(), object(), None)
+    monitor.on_message_out("tp", 41, message)
+    assert monitor.tp_read_offsets["tp"] == 41 and "tp" in monitor.stream_inbound_time
+    assert monitor.messages_received_total == 1 and monitor.events_total == 1
+    assert message.time_in is None and len(monitor.events_runtime) == 0
+
+
+def test_create_app_uses_the_lean_monitor_unless_fast_delivery_is_off() -> None:
+    from finops_app.app import create_app
+    from finops_app.config import Settings
+
+    before = faust_consumer.Consumer._drain_messages
+    try:
+        assert type(create_app(Settings()).monitor) is faust_fixes.LeanMonitor
+        assert faust_fixes.installed()
+        slow = create_app(Settings(faust_fast_delivery=False))
+        assert type(slow.monitor) is not faust_fixes.LeanMonitor and not faust_fixes.installed()
+    finally:
+        faust_consumer.Consumer._drain_messages = before  # type: ignore[method-assign]
