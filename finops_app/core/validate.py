@@ -8,6 +8,11 @@ exception escapes, whatever the input (a Hypothesis property test holds them to 
 
 The article's producer writes ``json.dumps(asdict(event), default=str)``: naive timestamps such
 as ``2025-01-15 09:30:00`` are taken as UTC, floats as their shortest decimal repr.
+
+This is the per-event hot path of the stream workers: well-formed strings and plain decimals take
+short paths, parsed ISO timestamps and formatted days are memoised, and every other value goes
+through the general code. ``tests/unit/test_validate_equivalence.py`` holds the results and the
+errors to those of the original implementation, kept in ``tests/unit/test_validate_reference.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ _ID_RE = re.compile(r"^[\w.:/@+=,\-$#*]{1,256}$")
 _UNKNOWN_UNITS = frozenset({"", "unknown", "none", "null", UNALLOCATED})
 MAX_TEXT = 256
 MAX_DECIMALS = 18
+_PLAIN_DECIMAL = re.compile(rf"-?[0-9]+(?:\.[0-9]{{0,{MAX_DECIMALS}}})?")  # ASCII digits only
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,17 @@ def _obj(value: Any) -> Mapping[str, Any]:
 def text(d: Mapping[str, Any], key: str, default: str | None = None, *, ident: bool = False) -> str:
     """A short string field; ``default`` None means required."""
     value = d.get(key)
+    if type(value) is str:  # the common case: a well-formed JSON string
+        s = value.strip()
+        if s and len(s) <= MAX_TEXT and (not ident or _ID_RE.match(s)):
+            return s
+    elif value is None and default is not None:
+        return default
+    return _text(value, key, default, ident)
+
+
+def _text(value: Any, key: str, default: str | None, ident: bool) -> str:
+    """``text`` for every other value: the defaults, the errors, numbers, ``str`` subclasses."""
     if isinstance(value, str):
         value = value.strip()
     if value is None or value == "":
@@ -102,6 +119,23 @@ def text(d: Mapping[str, Any], key: str, default: str | None = None, *, ident: b
 def money(d: Mapping[str, Any], key: str, limits: Limits, default: Decimal | None = None) -> Decimal:
     """A finite decimal amount within the configured bounds (sign is checked by the caller)."""
     value = d.get(key)
+    t = type(value)
+    digits = value if t is str else repr(value) if t is float else None
+    if digits is not None and len(digits) <= 64 and _PLAIN_DECIMAL.fullmatch(digits):
+        # The common case: a plain decimal string (or float) is finite and has at most
+        # MAX_DECIMALS places by its pattern; only the magnitude is left to check.
+        try:
+            amount = Decimal(digits)
+            if (amount and amount.adjusted() > 30) or abs(amount) > limits.max_amount:
+                raise ValidationError(f"magnitude exceeds {limits.max_amount}", key)
+        except ArithmeticError:
+            raise ValidationError(f"{str(value)[:40]!r} is not a number", key) from None
+        return amount
+    return _money(value, key, limits, default)
+
+
+def _money(value: Any, key: str, limits: Limits, default: Decimal | None) -> Decimal:
+    """``money`` for every other value: defaults, errors, ints, exponents, padded strings."""
     if value is None:
         if default is None:
             raise ValidationError("is required", key)
@@ -137,29 +171,31 @@ def money(d: Mapping[str, Any], key: str, limits: Limits, default: Decimal | Non
 def timestamp_ms(d: Mapping[str, Any], key: str, limits: Limits, default: int | None = None) -> int:
     """ISO-8601 (naive means UTC) or epoch seconds/milliseconds -> epoch milliseconds."""
     value = d.get(key)
-    if value is None or value == "":
+    if type(value) is str and value:
+        # Parsing depends on the string alone, not on the clock: a repeated timestamp (every
+        # resource's sample of one minute, a period start equal to the event time) is parsed
+        # once. The range check against limits.now() below runs every time.
+        ms = _ISO_MS.get(value)
+        if ms is None:
+            ms = _iso_to_ms(value, key)
+            if len(value) <= _MEMO_KEY_MAX:
+                if len(_ISO_MS) >= _MEMO_SIZE:
+                    _ISO_MS.clear()
+                _ISO_MS[value] = ms
+    elif value is None or value == "":
         if default is None:
             raise ValidationError("is required", key)
         return default
-    if isinstance(value, bool):
+    elif isinstance(value, bool):
         raise ValidationError("expected a timestamp, got a boolean", key)
-    if isinstance(value, int | float):
+    elif isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValidationError("must be finite", key)
         if not -1e15 < value < 1e15:
             raise ValidationError("is out of range for a timestamp", key)
         ms = int(value if value > 1e11 else value * 1000)
     elif isinstance(value, str):
-        s = value.strip()
-        if s.endswith(("Z", "z")):
-            s = s[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(s)
-        except ValueError:
-            raise ValidationError(f"{value[:40]!r} is not an ISO-8601 timestamp", key) from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        ms = int(dt.timestamp() * 1000)
+        ms = _iso_to_ms(value, key)
     else:
         raise ValidationError(f"expected a timestamp, got {type(value).__name__}", key)
     now_s = limits.now()
@@ -170,8 +206,52 @@ def timestamp_ms(d: Mapping[str, Any], key: str, limits: Limits, default: int | 
     return ms
 
 
+_MEMO_SIZE = 4096  # entries of each memo (timestamps parsed, days formatted); cleared when full
+_MEMO_KEY_MAX = 64  # characters of a memoised timestamp string (padding is not kept in memory)
+_ISO_MS: dict[str, int] = {}  # ISO-8601 string -> epoch milliseconds (successful parses only)
+
+
+def _iso_to_ms(value: str, key: str) -> int:
+    """An ISO-8601 string (naive means UTC) -> epoch milliseconds, as float seconds truncated."""
+    s = value.strip()
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise ValidationError(f"{value[:40]!r} is not an ISO-8601 timestamp", key) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+_DAY_MS = 86_400_000
+_DAY_PREFIX: dict[int, str] = {}  # epoch day -> "2025-01-15T"
+_TWO = tuple(f"{i:02d}" for i in range(60))
+_THREE = tuple(f"{i:03d}" for i in range(1000))
+
+
 def iso(ms: int) -> str:
     """Epoch milliseconds -> ``2025-01-15T09:30:00.000Z``."""
+    if type(ms) is not int:
+        return _iso(ms)
+    day, ms_of_day = divmod(ms, _DAY_MS)
+    prefix = _DAY_PREFIX.get(day)
+    if prefix is None:  # the first time of this day: datetime formats it (or raises, out of range)
+        out = _iso(ms)
+        if len(_DAY_PREFIX) >= _MEMO_SIZE:
+            _DAY_PREFIX.clear()
+        _DAY_PREFIX[day] = out[: out.index("T") + 1]
+        return out
+    # The time of day is plain arithmetic on the milliseconds (UTC has no leap seconds).
+    s, milli = divmod(ms_of_day, 1000)
+    m, s = divmod(s, 60)
+    h, m = divmod(m, 60)
+    return f"{prefix}{_TWO[h]}:{_TWO[m]}:{_TWO[s]}.{_THREE[milli]}Z"
+
+
+def _iso(ms: int) -> str:
+    """``iso`` by datetime: for a day's first call, values of other types, and out-of-range errors."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
@@ -270,6 +350,9 @@ def parse_business(raw: bytes | str | Mapping[str, Any], limits: Limits) -> dict
 
 
 def _utilisation(d: Mapping[str, Any]) -> float:
+    value = d.get("utilisation")
+    if type(value) is float and 0.0 <= value <= 1.0:  # the common case: a ratio under the first key
+        return value
     meta = d.get("metadata") if isinstance(d.get("metadata"), dict) else {}
     for container, key in (
         (d, "utilisation"),
