@@ -159,7 +159,8 @@ def register(ctx: Context) -> None:
             type=str,
             default="app",
             show_default=True,
-            help="'app' (the stream processors) or 'sink' (the Snowflake loader) or a group id.",
+            help="'app' (the stream processors: group <app_id>-intake for the input topics, <app_id> for "
+            "the others), 'sink' (the Snowflake loader) or a group id.",
         ),
         option(
             "--follow/--no-follow",
@@ -177,7 +178,8 @@ def register(ctx: Context) -> None:
         """
         from finops_app.replay import rewind, wait_caught_up
 
-        group_id = {"app": conf.app_id, "sink": f"{conf.app_id}-sink"}.get(group, group)
+        app_group = f"{conf.app_id}-intake" if topic in topics.INPUTS else conf.app_id
+        group_id = {"app": app_group, "sink": f"{conf.app_id}-sink"}.get(group, group)
         moved = await rewind(conf, kafka.topic_name(conf, topic), group_id, parse_since(from_))
         total = sum(m["to_process"] for m in moved)
         for m in moved:

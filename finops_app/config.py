@@ -153,8 +153,14 @@ class Settings:
         "A partition with no events for this long has its watermark advanced by the clock.",
         group="stream",
     )
-    batch_size: int = _f(2000, "Events processed per batch by the stream agents.", group="stream")
-    batch_within_seconds: float = _f(0.05, "Longest wait to fill a batch.", group="stream")
+    batch_size: int = _f(
+        2000,
+        "Records per batch: the intake service's bulk reads and the stream agents' batches.",
+        group="stream",
+    )
+    batch_within_seconds: float = _f(
+        0.05, "Longest wait to fill a batch (intake reads and agent batches alike).", group="stream"
+    )
     faust_fast_delivery: bool = _f(
         True,
         "Hand fetched records to agents without Faust's four asyncio tasks per record "

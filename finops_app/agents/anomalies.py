@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import SourceClock, first_delivery, unpack
+from finops_app.agents.common import SourceClock, fresh, source_id
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import costseries, detector
@@ -61,6 +61,7 @@ def register(ctx: Context, clock: Clock) -> None:
         wm_before = wm = prec["wm"]
         states: dict[str, dict[str, Any]] = {}
         now_ms = int(time.time() * 1000)
+        batch: dict[str, list[tuple[dict[str, Any], int]]] = {}  # service -> new events
         for event in events:
             env = orjson.loads(event.value)
             if env["k"] == "tick":
@@ -69,16 +70,15 @@ def register(ctx: Context, clock: Clock) -> None:
             service = decode_key(event.message.key)
             st = states.get(service) or table.get(service) or costseries.new_service()
             states[service] = st
-            fresh = []
-            for item in unpack(env):
-                if not first_delivery(st, item):
-                    metrics.inc("duplicates_skipped_total", labels={"agent": "cost_anomalies"})
-                    continue
-                body = item["e"]
-                fresh.append((body, item["t"]))
-                sources.observe(prec, partition, item, body["ts_ms"])
-            if fresh:
-                await emit(costseries.observe_many(st, fresh, cfg, now_ms))
+            items, repeats = fresh(st, env)
+            if repeats:
+                metrics.inc("duplicates_skipped_total", repeats, labels={"agent": "cost_anomalies"})
+            if items:
+                batch.setdefault(service, []).extend((body, produced) for _, produced, body in items)
+                sources.observe_source(prec, partition, source_id(env), max(b["ts_ms"] for _, _, b in items))
+        for service, observed in batch.items():  # one update per service and batch
+            metrics.inc("events_applied_total", len(observed), labels={"agent": "cost_anomalies"})
+            await emit(costseries.observe_many(states[service], observed, cfg, now_ms))
         wm = sources.watermark(prec, partition, wm)
         for service in set(states) | {s for s, at in prec["due"].items() if at <= wm}:
             st = states.get(service) or table.get(service) or costseries.new_service()

@@ -41,10 +41,18 @@ def envelope(kind: str, event: EventT[Any], body: dict[str, Any], source: str | 
 BATCH_MAX_BYTES = 512 * 1024  # largest batch envelope (a single bigger event still goes alone)
 
 
-def encode_item(event: EventT[Any], body: dict[str, Any]) -> bytes:
+def encode_item(offset: int, timestamp_ms: int, body: dict[str, Any]) -> bytes:
     """One event of a batch envelope: ``[source offset, produce time ms, validated event]``."""
-    msg = event.message
-    return orjson.dumps([msg.offset, int(msg.timestamp * 1000), body])
+    return orjson.dumps([offset, timestamp_ms, body])
+
+
+def envelope_at(
+    kind: str, partition: int, offset: int, timestamp_ms: int, body: dict[str, Any], source: str | None = None
+) -> bytes:
+    """A single envelope (see ``envelope``) for a record read outside Faust (the intake service)."""
+    return orjson.dumps(
+        {"k": kind, "s": source or kind[0], "p": partition, "o": offset, "t": timestamp_ms, "e": body}
+    )
 
 
 def unpack(env: dict[str, Any]) -> list[dict[str, Any]]:
@@ -108,6 +116,33 @@ class Outbox:
         self.events = 0
 
 
+def source_id(env: dict[str, Any]) -> str:
+    """The source tag and partition an internal record came from (the high-water mark's key)."""
+    return f"{env.get('s') or env['k'][0]}{env['p']}"
+
+
+def fresh(state: dict[str, Any], env: dict[str, Any]) -> tuple[list[Any], int]:
+    """The events of an internal record not yet applied to ``state``, and how many were repeats.
+
+    ``[offset, produce ms, event]`` each, in offset order; records the new high-water mark in
+    ``state["h"]`` (mutates it), exactly as ``first_delivery`` would event by event.
+    """
+    items = env.get("b")
+    if items is None:
+        items = ((env["o"], env["t"], env["e"]),)
+    marks = state["h"]
+    src = source_id(env)
+    hwm = start = marks.get(src, -1)
+    out = []
+    for item in items:
+        if item[0] > hwm:
+            hwm = item[0]
+            out.append(item)
+    if hwm != start:
+        marks[src] = hwm
+    return out, len(items) - len(out)
+
+
 def first_delivery(state: dict[str, Any], env: dict[str, Any]) -> bool:
     """True the first time a state sees this source record; records its offset (mutates ``state``).
 
@@ -138,7 +173,9 @@ class SourceClock:
         self.seen: dict[tuple[int, str], float] = {}
 
     def observe(self, prec: dict[str, Any], partition: int, env: dict[str, Any], ts_ms: int) -> None:
-        src = f"{env.get('s') or env['k'][0]}{env['p']}"
+        self.observe_source(prec, partition, source_id(env), ts_ms)
+
+    def observe_source(self, prec: dict[str, Any], partition: int, src: str, ts_ms: int) -> None:
         marks = prec.setdefault("src", {})
         if ts_ms > marks.get(src, 0):
             marks[src] = ts_ms
@@ -202,7 +239,21 @@ async def dead_letter(
         raw = msg.value if isinstance(msg.value, bytes) else None
     if raw is None and isinstance(event.value, bytes):
         raw = event.value
-    value = dead_letter_value(msg.topic, msg.partition, msg.offset, raw, error, stage)
-    await ctx.send(ctx.topics.deadletter, msg.topic, value)
-    ctx.metrics.inc("deadletters_total", labels={"topic": msg.topic, "stage": stage})
-    logger.info("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, error)
+    await dead_letter_record(ctx, msg.topic, msg.partition, msg.offset, raw, error, stage)
+
+
+async def dead_letter_record(
+    ctx: Context,
+    topic: str,
+    partition: int,
+    offset: int,
+    raw: bytes | None,
+    error: FinOpsError | str,
+    stage: str = "intake",
+) -> Any:
+    """Send a record's raw bytes with the reason to finops.deadletter; returns the delivery future."""
+    value = dead_letter_value(topic, partition, offset, raw, error, stage)
+    sent = await ctx.send(ctx.topics.deadletter, topic, value)
+    ctx.metrics.inc("deadletters_total", labels={"topic": topic, "stage": stage})
+    logger.info("dead-lettered %s[%d]@%d: %s", topic, partition, offset, error)
+    return sent

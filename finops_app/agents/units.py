@@ -18,13 +18,13 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import SourceClock, dead_letter, first_delivery, unpack
+from finops_app.agents.common import SourceClock, dead_letter, fresh, source_id
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import budget as budget_core
 from finops_app.core.money import q4s
 from finops_app.core.validate import iso
-from finops_app.core.windows import Closed, WindowSpec, accept, add, close, next_due, roi
+from finops_app.core.windows import Closed, WindowSpec, add, close, next_due, roi
 from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def register(ctx: Context, clock: Clock) -> None:
     retention = settings.window_retention_seconds * 1000
     totals = WindowSpec(settings.window_seconds * 1000, lateness, retention)
     rois = WindowSpec(settings.roi_window_seconds * 1000, lateness, retention)
+    w_size, r_size = totals.size_ms, rois.size_ms
     budgets = settings.budgets
     sources = SourceClock(settings.idle_timeout_seconds)
 
@@ -81,6 +82,7 @@ def register(ctx: Context, clock: Clock) -> None:
         wm_before = wm = prec["wm"]
         states: dict[str, dict[str, Any]] = {}
         latest_produce = 0
+        applied = 0  # events counted (not skipped as already applied)
         for event in events:
             env = orjson.loads(event.value)
             if env["k"] == "tick":
@@ -89,14 +91,18 @@ def register(ctx: Context, clock: Clock) -> None:
             unit = decode_key(event.message.key)
             st = states.get(unit) or table.get(unit) or new_unit()
             states[unit] = st
-            wsum: dict[str, list[Any]] = {}  # window -> [cost, events]: one update per window
-            rsum: dict[str, list[Any]] = {}  # ROI window -> [cost, events, revenue, events]
+            items, repeats = fresh(st, env)
+            if repeats:
+                metrics.inc("duplicates_skipped_total", repeats, labels={"agent": "unit_windows"})
+            if not items:
+                continue
+            applied += len(items)
+            kind = env["k"]
+            wsum: dict[int, list[Any]] = {}  # window start -> [cost, events]: one update per window
+            rsum: dict[int, list[Any]] = {}  # ROI window start -> [cost, events, revenue, events]
             msum: dict[str, Decimal] = {}  # month -> cost
-            for item in unpack(env):
-                if not first_delivery(st, item):
-                    metrics.inc("duplicates_skipped_total", labels={"agent": "unit_windows"})
-                    continue
-                kind, body = item["k"], item["e"]
+            max_ts = 0
+            for offset, produced, body in items:
                 ts = body["ts_ms"]
                 if st["cur"] is None:
                     st["cur"] = body["currency"]
@@ -107,23 +113,23 @@ def register(ctx: Context, clock: Clock) -> None:
                         f"currency {body['currency']} differs from {st['cur']} "
                         "already used by this business unit; convert before sending",
                         "window",
-                        raw=orjson.dumps(item),
+                        raw=orjson.dumps([offset, produced, body]),
                     )
                     continue
-                wkey, rkey = accept(totals, st["w"], ts, wm), accept(rois, st["r"], ts, wm)
-                if wkey is None or rkey is None:
+                wstart, rstart = ts - ts % w_size, ts - ts % r_size
+                if totals.expire_at(wstart) <= wm or rois.expire_at(rstart) <= wm:
                     # older than the retained windows: the live view cannot correct them any more;
                     # the event still reaches Snowflake (the sink reads this topic), where history is kept
                     metrics.inc("late_beyond_retention_total", labels={"agent": "unit_windows"})
                     continue
-                r = rsum.get(rkey)
+                r = rsum.get(rstart)
                 if r is None:
-                    r = rsum[rkey] = [_ZERO, 0, _ZERO, 0]
+                    r = rsum[rstart] = [_ZERO, 0, _ZERO, 0]
                 if kind == "cost":
                     amount = Decimal(body["cost_amount"])
-                    w = wsum.get(wkey)
+                    w = wsum.get(wstart)
                     if w is None:
-                        wsum[wkey] = [amount, 1]
+                        wsum[wstart] = [amount, 1]
                     else:
                         w[0] += amount
                         w[1] += 1
@@ -134,14 +140,16 @@ def register(ctx: Context, clock: Clock) -> None:
                 else:
                     r[2] += Decimal(body["revenue_impact"])
                     r[3] += 1
-                sources.observe(prec, partition, item, ts)
-                latest_produce = max(latest_produce, item["t"])
-            for wkey, (cost, n) in wsum.items():
-                add(st["w"], wkey, cost=cost, cost_events=n)
-            for rkey, (cost, n, revenue, nr) in rsum.items():
+                max_ts = max(max_ts, ts)
+                latest_produce = max(latest_produce, produced)
+            if max_ts:
+                sources.observe_source(prec, partition, source_id(env), max_ts)
+            for wstart, (cost, n) in wsum.items():
+                add(st["w"], str(wstart), cost=cost, cost_events=n)
+            for rstart, (cost, n, revenue, nr) in rsum.items():
                 add(
                     st["r"],
-                    rkey,
+                    str(rstart),
                     cost=cost if n else None,
                     revenue=revenue if nr else None,
                     cost_events=n,
@@ -149,6 +157,8 @@ def register(ctx: Context, clock: Clock) -> None:
                 )
             for month, cost in msum.items():
                 _add_month(st, month, cost)
+        if applied:
+            metrics.inc("events_applied_total", applied, labels={"agent": "unit_windows"})
         wm = sources.watermark(prec, partition, wm)
         due_units = [u for u, at in prec["due"].items() if at <= wm]
         for unit in set(states) | set(due_units):

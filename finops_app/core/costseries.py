@@ -50,9 +50,8 @@ def severity(deviation_percent: float | None) -> str:
     return "MEDIUM"
 
 
-def series_keys(service: str, event: dict[str, Any], cfg: SeriesConfig) -> list[tuple[str, str, str]]:
-    """(series key, business unit, region) for every series an event belongs to."""
-    bu, region = event["business_unit"], event["region"]
+def series_keys(service: str, bu: str, region: str, cfg: SeriesConfig) -> list[tuple[str, str, str]]:
+    """(series key, business unit, region) for every series an event of these dimensions belongs to."""
     keys = [(service, "*", "*"), (f"{service}|bu={bu}", bu, "*")]
     if cfg.region_series:
         keys.append((f"{service}|region={region}", "*", region))
@@ -91,35 +90,47 @@ def observe_many(
     early alerts (mutates ``state``).
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    # events with the same dimensions and bucket first (a resource reports many times a bucket)
+    groups: dict[tuple[str, int, str, str, str], list[Any]] = {}
+    bucket_ms = cfg.bucket_ms
+    for event, produced_ms in events:
+        ts = event["ts_ms"]
+        dims = (
+            event["service"],
+            ts - ts % bucket_ms,
+            event["business_unit"],
+            event["region"],
+            event["resource_id"],
+        )
+        amount = Decimal(event["cost_amount"])
+        g = groups.get(dims)
+        if g is None:
+            groups[dims] = [amount, produced_ms]
+        else:
+            g[0] += amount
+            g[1] = max(g[1], produced_ms)
     sums: dict[tuple[str, int], list[Any]] = {}  # (series, bucket) -> [sum, produced, bu, region, service]
     drv: dict[int, dict[tuple[str, str], Decimal]] = {}  # bucket -> (dimension, value) -> sum
     series = state["s"]
-    bucket_ms = cfg.bucket_ms
-    for event, produced_ms in events:
-        service, ts, amount = event["service"], event["ts_ms"], Decimal(event["cost_amount"])
-        bucket = ts - ts % bucket_ms
-        for key, bu, region in series_keys(service, event, cfg):
+    for (service, bucket, bu, region, res), (amount, produced_ms) in groups.items():
+        for key, kbu, kregion in series_keys(service, bu, region, cfg):
             acc = sums.get((key, bucket))
             if acc is None:
-                sums[(key, bucket)] = [amount, produced_ms, bu, region, service]
+                sums[(key, bucket)] = [amount, produced_ms, kbu, kregion, service]
             else:
                 acc[0] += amount
                 acc[1] = max(acc[1], produced_ms)
         top = series.get(service)
         if top is not None and top["lb"] is not None and bucket <= top["lb"]:
             continue  # late for scoring: no drivers either
-        dims = drv.setdefault(bucket, {})
-        for dim_value in (
-            ("bu", event["business_unit"]),
-            ("region", event["region"]),
-            ("res", event["resource_id"]),
-        ):
-            dims[dim_value] = dims.get(dim_value, _ZERO) + amount
+        per_dim = drv.setdefault(bucket, {})
+        for dim_value in (("bu", bu), ("region", region), ("res", res)):
+            per_dim[dim_value] = per_dim.get(dim_value, _ZERO) + amount
     if drv:
         dr = state.setdefault("dr", {})
-        for bucket, dims in drv.items():
+        for bucket, sums_by_dim in drv.items():
             target = dr.setdefault(str(bucket), {"bu": {}, "region": {}, "res": {}})
-            for (dim, value), amount in dims.items():
+            for (dim, value), amount in sums_by_dim.items():
                 _track_driver(target[dim], dim, value, amount)
     out: list[dict[str, Any]] = []
     for (key, bucket), (amount, produced_ms, bu, region, service) in sums.items():

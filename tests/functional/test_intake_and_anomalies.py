@@ -1,18 +1,31 @@
-"""Intake and anomaly agents through test_context: routing, dead letters, spike detection."""
+"""Intake (its batch processing, sends captured) and the anomaly agent through test_context."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import orjson
 
-from finops_app import topics
+from finops_app import kafka, topics
+from finops_app.agents.intake import Intake
 from finops_app.core.validate import Limits, iso, parse_cost
 
 LIMITS = Limits(currencies=frozenset({"USD"}))
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
+def records(settings: Any, topic: str, *values: bytes, partition: int = 0) -> list[Any]:
+    """ConsumerRecord-like records of ``topic`` at offsets 0, 1, ..."""
+    name = kafka.topic_name(settings, topic)
+    return [
+        SimpleNamespace(topic=name, partition=partition, offset=i, timestamp=T0 + i, key=None, value=v)
+        for i, v in enumerate(values)
+    ]
+
+
 async def test_cost_intake_routes_valid_and_dead_letters_invalid(app_factory) -> None:
-    app, _, sent = app_factory()
+    _, ctx, sent = app_factory()
     good = {
         "event_id": "g1",
         "timestamp": "2026-01-01 09:30:00",
@@ -21,13 +34,14 @@ async def test_cost_intake_routes_valid_and_dead_letters_invalid(app_factory) ->
         "business_unit": "analytics",
         "region": "eu-west-1",
     }
-    async with app.agents["cost_intake"].test_context() as a:
-        await a.put(orjson.dumps(good), key=b"r1")
-        await a.put(
-            b'{"event_id": "x", "timestamp": "2026-01-01", "service": "s3", "cost_amount": "NaN"}', key=b"r2"
-        )
-        await a.put(b"\xff\xfe not utf-8", key=b"r3")
-        await sent.wait_for(lambda s: len(s.on(topics.DEADLETTER)) >= 2 and len(s.on(topics.BY_SERVICE)) >= 1)
+    batch = records(
+        ctx.settings,
+        topics.COST_EVENTS,
+        orjson.dumps(good),
+        b'{"event_id": "x", "timestamp": "2026-01-01", "service": "s3", "cost_amount": "NaN"}',
+        b"\xff\xfe not utf-8",
+    )
+    await Intake(ctx).process(batch)
     ((unit_key, unit_env),) = sent.records[topics.BY_UNIT]
     assert unit_key == "analytics" and unit_env["k"] == "cost"
     ((offset, _, body),) = unit_env["b"]  # a batch envelope with the one valid event
@@ -44,7 +58,7 @@ async def test_cost_intake_routes_valid_and_dead_letters_invalid(app_factory) ->
 
 
 async def test_business_intake_pseudonymises_and_scrubs(app_factory) -> None:
-    app, _, sent = app_factory()
+    _, ctx, sent = app_factory()
     raw = {
         "event_id": "b1",
         "timestamp": "2026-01-01 09:30:00",
@@ -53,9 +67,7 @@ async def test_business_intake_pseudonymises_and_scrubs(app_factory) -> None:
         "business_unit": "ecommerce",
         "metadata": {"order_id": "ORD-1", "email": "a@b.c", "items_count": 3},
     }
-    async with app.agents["business_raw_intake"].test_context() as a:
-        await a.put(orjson.dumps(raw), key=b"user_12345")
-        await sent.wait_for(lambda s: len(s.on(topics.BUSINESS_EVENTS)) >= 1)
+    await Intake(ctx).process(records(ctx.settings, topics.BUSINESS_EVENTS_RAW, orjson.dumps(raw)))
     ((key, value),) = sent.records[topics.BUSINESS_EVENTS]
     assert key == value["user_id"] and value["user_id"].startswith("p_") and "12345" not in value["user_id"]
     assert "email" not in value["metadata"] and value["metadata"]["items_count"] == 3

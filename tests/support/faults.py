@@ -132,11 +132,16 @@ def expected_totals(
 
 
 def latest(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The highest revision per (business unit, window start)."""
+    """The highest revision per (business unit, window start); the later record on equal revisions.
+
+    After a worker is killed, the worker that takes over can emit a revision number the dead one had
+    already emitted (its changelog write was lost) with more events in it; the later record is the
+    right one, as the Snowflake sink's MERGE and the dashboard's store also decide.
+    """
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
         k = (r["business_unit"], r["window_start"])
-        if k not in out or r["revision"] > out[k]["revision"]:
+        if k not in out or r["revision"] >= out[k]["revision"]:
             out[k] = r
     return out
 

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 
 from finops_app.agents import common
-from finops_app.agents.common import Outbox, encode_item, first_delivery, unpack
-
-
-def event(partition: int, offset: int, ts: float = 1.5) -> Any:
-    return SimpleNamespace(message=SimpleNamespace(partition=partition, offset=offset, timestamp=ts))
+from finops_app.agents.common import Outbox, encode_item, first_delivery, fresh, unpack
 
 
 def test_outbox_groups_by_topic_key_and_partition_in_offset_order() -> None:
     box = Outbox()
     for off, (unit, part) in enumerate([("a", 0), ("b", 0), ("a", 1), ("a", 0)]):
-        box.add("by-unit", unit, "cost", part, encode_item(event(part, off), {"n": off}))
-    box.add("by-unit", "a", "biz", 0, encode_item(event(0, 9), {"n": 9}))
+        box.add("by-unit", unit, "cost", part, encode_item(off, 1500, {"n": off}))
+    box.add("by-unit", "a", "biz", 0, encode_item(9, 1500, {"n": 9}))
     records = [(topic, key, orjson.loads(value)) for topic, key, value in box.records()]
     assert [(k, env["k"], env["s"], env["p"], [i[0] for i in env["b"]]) for _, k, env in records] == [
         ("a", "cost", "c", 0, [0, 3]),
@@ -33,7 +28,7 @@ def test_outbox_groups_by_topic_key_and_partition_in_offset_order() -> None:
 def test_unpack_gives_single_envelopes_that_deduplicate_per_event() -> None:
     box = Outbox()
     for off in (5, 6, 7):
-        box.add("t", "k", "cost", 2, encode_item(event(2, off), {"n": off}))
+        box.add("t", "k", "cost", 2, encode_item(off, 1500, {"n": off}))
     [(_, _, value)] = box.records()
     items = unpack(orjson.loads(value))
     assert [(i["k"], i["s"], i["p"], i["o"], i["e"]) for i in items] == [
@@ -52,11 +47,30 @@ def test_large_batches_are_chunked_under_the_size_limit(monkeypatch: Any) -> Non
     monkeypatch.setattr(common, "BATCH_MAX_BYTES", 1000)
     box = Outbox()
     for off in range(40):
-        box.add("t", "k", "cost", 0, encode_item(event(0, off), {"pad": "x" * 80}))
-    box.add("t", "k", "cost", 0, encode_item(event(0, 40), {"pad": "y" * 3000}))  # alone, whole
+        box.add("t", "k", "cost", 0, encode_item(off, 1500, {"pad": "x" * 80}))
+    box.add("t", "k", "cost", 0, encode_item(40, 1500, {"pad": "y" * 3000}))  # alone, whole
     records = box.records()
     sizes = [len(v) for _, _, v in records]
     offsets = [i[0] for _, _, v in records for i in orjson.loads(v)["b"]]
     assert offsets == list(range(41))
     assert all(size <= 1100 for size in sizes[:-1]) and sizes[-1] > 3000
     assert len(records) > 4
+
+
+def test_fresh_skips_what_was_applied_and_moves_the_mark_once() -> None:
+    state: dict[str, Any] = {"h": {"c2": 6}}
+    env = {
+        "k": "cost",
+        "s": "c",
+        "p": 2,
+        "b": [[5, 0, {"n": 5}], [6, 0, {"n": 6}], [7, 1, {"n": 7}], [9, 2, {"n": 9}]],
+    }
+    items, repeats = fresh(state, env)
+    assert [i[0] for i in items] == [7, 9] and repeats == 2 and state["h"] == {"c2": 9}
+    assert fresh(state, env) == ([], 4) and state["h"] == {"c2": 9}
+    # the same as first_delivery event by event, for a single envelope and another source too
+    single = {"k": "biz", "p": 2, "o": 3, "t": 0, "e": {}}
+    assert fresh(state, single) == ([(3, 0, {})], 0) and state["h"] == {"c2": 9, "b2": 3}
+    other: dict[str, Any] = {"h": {"c2": 6}}
+    assert [first_delivery(other, i) for i in unpack(env)] == [False, False, True, True]
+    assert other["h"] == {"c2": 9}
