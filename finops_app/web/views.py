@@ -43,6 +43,7 @@ def health(ctx: Context) -> dict[str, Any]:
     recovery_done = bool(recovery is not None and recovery.completed.is_set())
     sink = ctx.extras.get("sink")
     sink_status = sink.status() if sink is not None and hasattr(sink, "status") else None
+    intake = ctx.extras.get("intake")  # input partitions, records, commits, rewinds, last error
     view = results(ctx)
     view_status = view.status() if view is not None else None
     reachable = view_status["broker_reachable"] if view_status else None
@@ -65,6 +66,7 @@ def health(ctx: Context) -> dict[str, Any]:
         "broker_reachable": reachable,
         "partitions_assigned": assigned,
         "recovery_finished": recovery_done,
+        "intake": intake.status() if intake is not None else None,
         "sink": sink_status,
         "results_view": view_status,
         "results_consumer_lag": view_status["lag"] if view_status else None,

@@ -203,9 +203,11 @@ def start_three(
     spread = wait_spread(workers, kafka.topic_name(base, topics.BY_UNIT), PARTITIONS)
     # (a) every partition of the by-unit stream has exactly one owner, and all three have some
     assert all(spread) and sum(len(p) for p in spread) == PARTITIONS, spread
-    # co-partitioned topics (the input, the internal streams) follow the same spread
-    for name in (topics.COST_EVENTS, topics.BY_SERVICE):
-        assert wait_spread(workers, kafka.topic_name(base, name), PARTITIONS) == spread, name
+    # co-partitioned internal streams follow the same spread
+    assert wait_spread(workers, kafka.topic_name(base, topics.BY_SERVICE), PARTITIONS) == spread
+    # the input is read by the intake service's own group: its partitions are spread too, each once
+    inputs = wait_spread(workers, kafka.topic_name(base, topics.COST_EVENTS), PARTITIONS)
+    assert all(inputs) and sum(len(p) for p in inputs) == PARTITIONS, inputs
     return base, workers, spread
 
 

@@ -61,3 +61,10 @@ async def test_worker_totals_windows_and_dead_letters(settings_factory, worker_f
     assert worker.alive()
     status, health = worker.get("/finops/health/")
     assert status == 200 and health["recovery_finished"]
+    # intake: its own consumer group read every input record and committed what it acknowledged
+    intake = health["intake"]
+    assert intake["group"] == f"{settings.app_id}-intake" and intake["records"] == len(events) + 3, intake
+    assert intake["rewinds"] == 0 and intake["pending_batches"] == 0 and intake["commits"] >= 1, intake
+    assert any(p.startswith(f"{settings.topic_prefix}{topics.COST_EVENTS}[") for p in intake["assigned"]), (
+        intake
+    )

@@ -155,7 +155,8 @@ def totals_match(records: list[dict[str, Any]], expected: dict[tuple[str, str], 
 
 
 def assigned(worker: Worker, topic: str) -> set[int] | None:
-    """Partitions of ``topic`` (full name) that ``worker``'s health reports, None unless healthy."""
+    """Partitions of ``topic`` (full name) that ``worker``'s health reports (Faust's assignment, or the
+    intake service's for an input topic), None unless healthy."""
     try:
         status, body = worker.get("/finops/health/", timeout=3)
     except OSError:
@@ -163,7 +164,8 @@ def assigned(worker: Worker, topic: str) -> set[int] | None:
     if status != 200 or not isinstance(body, dict):
         return None
     out = set()
-    for entry in body.get("partitions_assigned", []):
+    intake = body.get("intake") or {}  # the input topics belong to the intake service's own group
+    for entry in [*body.get("partitions_assigned", []), *intake.get("assigned", [])]:
         name, _, rest = entry.rpartition("[")
         if name == topic:
             out.add(int(rest.rstrip("]")))
