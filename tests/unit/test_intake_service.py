@@ -1,0 +1,122 @@
+"""The intake service's offset handling: commit only the acknowledged prefix, rewind on a failed send.
+
+The Kafka consumer is a stand-in (what the service calls on it); sends return futures the test
+resolves, so each ordering of acknowledgements is checked without a broker (the integration
+tests run the same service against the real one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from finops_app import kafka, topics
+from finops_app.agents.intake import IntakeService
+from finops_app.app import create_app
+from finops_app.config import Settings
+
+
+class FakeConsumer:
+    def __init__(self, tps: list[Any]) -> None:
+        self.tps = set(tps)
+        self.commits: list[dict[Any, int]] = []
+        self.seeks: list[tuple[Any, int]] = []
+
+    def assignment(self) -> set[Any]:
+        return self.tps
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.commits.append(dict(offsets))
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def highwater(self, tp: Any) -> int:
+        return 1000
+
+
+def cost(i: int) -> bytes:
+    return orjson.dumps(
+        {"event_id": f"e{i}", "timestamp": "2026-01-01 00:00:00", "service": "ec2", "cost_amount": "1.5"}
+    )
+
+
+@pytest.fixture
+def service(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    app = create_app(Settings(data_dir=tmp_path))
+    ctx = app.finops  # type: ignore[attr-defined]
+    futures: list[asyncio.Future[Any]] = []
+
+    async def send(topic: Any, key: Any, value: bytes, partition: Any = None) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        futures.append(fut)
+        return fut
+
+    monkeypatch.setattr(ctx, "send", send)
+    svc = IntakeService(ctx)
+    name = kafka.topic_name(ctx.settings, topics.COST_EVENTS)
+    tp0, tp1 = TopicPartition(name, 0), TopicPartition(name, 1)
+    svc._consumer = FakeConsumer([tp0, tp1])
+    return svc, futures, tp0, tp1
+
+
+def batch(tp: Any, first: int, n: int) -> list[Any]:
+    return [
+        SimpleNamespace(
+            topic=tp.topic, partition=tp.partition, offset=o, timestamp=0, key=None, value=cost(o)
+        )
+        for o in range(first, first + n)
+    ]
+
+
+async def test_only_the_acknowledged_prefix_is_committed(service: Any) -> None:
+    svc, futures, tp0, tp1 = service
+    await svc._process({tp0: batch(tp0, 0, 3), tp1: batch(tp1, 10, 2)})
+    first = list(futures)
+    await svc._process({tp0: batch(tp0, 3, 2)})
+    second = futures[len(first) :]
+    for f in second:  # the later batch is acknowledged first
+        f.set_result(None)
+    await svc._advance(force=True)
+    assert svc._consumer.commits == []  # the earlier batch is still in flight
+    for f in first:
+        f.set_result(None)
+    await svc._advance(force=True)
+    assert svc._consumer.commits == [{tp0: 5, tp1: 12}]
+    assert svc.status()["pending_batches"] == 0 and svc.stats["records"] == 7
+
+
+async def test_a_failed_send_rewinds_to_the_first_unacknowledged_offsets(service: Any) -> None:
+    svc, futures, tp0, tp1 = service
+    await svc._process({tp0: batch(tp0, 0, 2)})
+    for f in futures:
+        f.set_result(None)
+    await svc._advance(force=True)
+    assert svc._consumer.commits == [{tp0: 2}]
+    n = len(futures)
+    await svc._process({tp0: batch(tp0, 2, 3), tp1: batch(tp1, 0, 1)})
+    await svc._process({tp0: batch(tp0, 5, 1)})
+    futures[n].set_exception(ConnectionError("broker gone"))
+    for f in futures[n + 1 :]:
+        f.set_result(None)
+    await svc._advance(force=True)
+    assert svc._consumer.seeks == [(tp0, 2), (tp1, 0)]  # everything not acknowledged is read again
+    assert svc._consumer.commits == [{tp0: 2}] and svc.stats["rewinds"] == 1
+    assert svc.status()["pending_batches"] == 0 and "broker gone" in svc.stats["last_error"]
+
+
+async def test_bad_records_are_dead_lettered_and_their_offsets_committed(service: Any) -> None:
+    svc, futures, tp0, _ = service
+    recs = batch(tp0, 0, 2)
+    recs[1].value = b"{not json"
+    await svc._process({tp0: recs})
+    for f in futures:
+        f.set_result(None)
+    await svc._advance(force=True)
+    assert svc._consumer.commits == [{tp0: 2}]
+    assert svc.ctx.metrics.counters["deadletters_total"]
