@@ -191,6 +191,10 @@ class IntakeService(Service):
             auto_offset_reset="earliest",
             max_poll_records=settings.batch_size,
             max_partition_fetch_bytes=max(4 << 20, 2 * settings.max_message_bytes),
+            # at low rates, let the broker gather a batch for up to the batch wait instead of answering
+            # every fetch with a record or two (a round trip each: most of an idle worker's CPU)
+            fetch_min_bytes=64 * 1024,
+            fetch_max_wait_ms=max(1, int(settings.batch_within_seconds * 1000)),
             **client_kwargs(settings),
         )
         await self._consumer.start()
