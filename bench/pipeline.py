@@ -2353,9 +2353,9 @@ def main(argv: list[str] | None = None) -> int:
         "--recovery-keys",
         type=int,
         default=None,
-        help="changelog keys to restore (default: sized from the previous run, at most 1,000,000)",
+        help="changelog keys to restore (default 1,000,000, the brief's table; a restore still running "
+        "after 300 s reports its rate so far)",
     )
-    ap.add_argument("--recovery-target-seconds", type=float, default=45.0)
     ap.add_argument("--live-seconds", type=float, default=40.0, help="half-load live traffic")
     ap.add_argument(
         "--low-live-seconds",
@@ -2441,19 +2441,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         n_pipe, pipe_sizing = min(args.events, 12_000), "default backlog (no previous run to size it from)"
-    prev_keys = (prev.get("recovery") or {}).get("restore_keys_per_s") or (prev.get("recovery") or {}).get(
-        "keys_per_s"
-    )
     if args.recovery_keys:
         n_keys, keys_sizing = args.recovery_keys, "from --recovery-keys"
-    elif prev_keys:
-        n_keys = int(min(1_000_000, max(20_000, prev_keys * args.recovery_target_seconds)))
-        n_keys -= n_keys % 1000
-        keys_sizing = (
-            f"sized to ~{args.recovery_target_seconds:.0f} s at the previous run's {prev_keys:,.0f} keys/s"
-        )
     else:
-        n_keys, keys_sizing = 60_000, "default (no previous run to size it from)"
+        n_keys, keys_sizing = 1_000_000, "the brief's table of 1,000,000 keys"
     cfg: Config | None = None
     rc = 0
     try:
@@ -2471,7 +2462,7 @@ def main(argv: list[str] | None = None) -> int:
             warm_minutes=args.warm_minutes, sink_rows=args.sink_rows, executemany_rows=args.executemany_rows,
             profile=not args.no_profile and PYSPY.exists(), profile_seconds=args.profile_seconds,
             profile_delay=3.0,
-            pipeline_timeout=args.pipeline_cap, recovery_timeout=150.0, fallback_rate=100,
+            pipeline_timeout=args.pipeline_cap, recovery_timeout=300.0, fallback_rate=100,
             low_live_seconds=args.low_live_seconds, pipeline_events=n_pipe, pipeline_sizing=pipe_sizing,
             recovery_keys=n_keys, recovery_sizing=keys_sizing,
             reserve_after_pipeline=240.0, bare_events=args.bare_events,

@@ -42,7 +42,7 @@ ENTRY_FILES = {"finops_app/__main__.py", "finops_app/app.py"}
 COMPONENTS: list[tuple[str, re.Pattern[str]]] = [
     (name, re.compile(rx))
     for name, rx in [
-        ("agent cost_intake (finops_app/agents/intake.py)", r"\(finops_app/agents/intake\.py"),
+        ("intake service (finops_app/agents/intake.py)", r"\(finops_app/agents/intake\.py"),
         ("agent unit_windows (finops_app/agents/units.py)", r"\(finops_app/agents/units\.py"),
         ("agent cost_anomalies (finops_app/agents/anomalies.py)", r"\(finops_app/agents/anomalies\.py"),
         ("agent restatements (finops_app/agents/ledger.py)", r"\(finops_app/agents/ledger\.py"),

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from finops_app.config import Settings
 
-# inputs (raw bytes, validated by the intake agents)
+# inputs (raw bytes, validated by the intake service)
 COST_EVENTS = "finops.cost.events"  # key resource_id
 BUSINESS_EVENTS_RAW = "finops.business.events.raw"  # key user id, personal data: short retention
 BUSINESS_EVENTS = "finops.business.events"  # key pseudonymised user id

@@ -71,7 +71,7 @@ def unpack(env: dict[str, Any]) -> list[dict[str, Any]]:
 class Outbox:
     """Validated events of one batch, grouped by (topic, key, source partition) into batch envelopes.
 
-    The intake agents send one record per group instead of one per event: downstream agents then
+    The intake service sends one record per group instead of one per event: downstream agents then
     pay Faust's per-record delivery once per group (bench/profile.md), while every event keeps its
     own source offset, so ``first_delivery`` still counts each event exactly once.
     """
