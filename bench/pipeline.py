@@ -22,8 +22,8 @@ under bench/.runs/<run id>/.
    of group ``<app_id>-intake`` on the input and of group ``<app_id>`` on every internal
    ``finops.stream.*`` topic equal their end offsets.
    events/s = M / (done - ready), ready = first 200 with recovery finished from /finops/health/.
-   M is sized from the previous run's rate to take ~90 s (the pipeline is far slower than the raw
-   consumer); a cap ends the drain and reports events completed by the slowest stage / elapsed.
+   M is sized from the previous run's rate to take ~75 s (at most the N events of (1)); a cap ends
+   the drain and reports the events the slower stateful agent applied / elapsed.
    py-spy samples the worker meanwhile (bench/profile.md, via bench/pyspy_summary.py).
 3. Latency at half of (2)'s rate: a fresh worker (60 s anomaly buckets, 10 s windows, 1 s
    lateness) warmed with 64 min of event time, then real-time traffic with one cost spike per
@@ -33,8 +33,9 @@ under bench/.runs/<run id>/.
 4. Sink: ``BulkLoader`` rows/s into fakesnow vs executemany + MERGE (as bench/sink_bench.py).
 5. Recovery: K records written into ``<app_id>-resource_state-changelog`` in the format the
    worker of (2) wrote to its changelog, then a fresh worker with an empty data dir: process start
-   -> healthy with recovery finished; restore time from its log; K sized from the previous run to
-   fit the budget, with an extrapolation to 1,000,000 keys clearly labelled as such.
+   -> healthy with recovery finished; restore time from its log; K = 1,000,000 (the brief's
+   table; ``--recovery-keys`` changes it); a restore still running after 300 s reports its rate so
+   far and an extrapolation, clearly labelled as such.
 6. Peak RSS (VmHWM) of every worker; CPU used and run-queue wait (contention) where it matters.
 """
 
