@@ -162,9 +162,10 @@ class Settings:
         0.05, "Longest wait to fill a batch (intake reads and agent batches alike).", group="stream"
     )
     faust_fast_delivery: bool = _f(
-        True,
-        "Hand fetched records to agents without Faust's four asyncio tasks per record "
-        "(finops_app/faust_fixes.py); false restores Faust's own loop.",
+        False,
+        "Experimental, off: hand fetched records to agents without Faust's four asyncio tasks per "
+        "record, with a lean monitor (finops_app/faust_fixes.py). With it on, the SIGKILL failover "
+        "test lost events in about one run in three (RELIABILITY.md).",
         group="stream",
     )
     ledger_sources: tuple[str, ...] = _f(

@@ -205,15 +205,16 @@ def test_lean_monitor_keeps_what_faust_reads_and_drops_per_record_timing() -> No
     assert message.time_in is None and len(monitor.events_runtime) == 0
 
 
-def test_create_app_uses_the_lean_monitor_unless_fast_delivery_is_off() -> None:
+def test_create_app_uses_the_lean_monitor_only_when_fast_delivery_is_on() -> None:
     from finops_app.app import create_app
     from finops_app.config import Settings
 
     before = faust_consumer.Consumer._drain_messages
     try:
-        assert type(create_app(Settings()).monitor) is faust_fixes.LeanMonitor
+        assert Settings().faust_fast_delivery is False  # off by default (RELIABILITY.md)
+        assert type(create_app(Settings(faust_fast_delivery=True)).monitor) is faust_fixes.LeanMonitor
         assert faust_fixes.installed()
-        slow = create_app(Settings(faust_fast_delivery=False))
+        slow = create_app(Settings())
         assert type(slow.monitor) is not faust_fixes.LeanMonitor and not faust_fixes.installed()
     finally:
         faust_consumer.Consumer._drain_messages = before  # type: ignore[method-assign]
