@@ -78,7 +78,6 @@ class Outbox:
 
     def __init__(self) -> None:
         self._groups: dict[tuple[Any, str, str, str, int], list[bytes]] = {}
-        self.events = 0
 
     def add(
         self, topic: Any, key: str, kind: str, partition: int, item: bytes, source: str | None = None
@@ -89,7 +88,6 @@ class Outbox:
             self._groups[group] = [item]
         else:
             items.append(item)
-        self.events += 1
 
     def records(self) -> list[tuple[Any, str, bytes]]:
         """(topic, key, value) of every batch envelope, chunked to at most BATCH_MAX_BYTES."""
@@ -108,12 +106,6 @@ class Outbox:
                 size += len(item) + 1
             out.append((topic, key, head + b",".join(chunk) + b"]}"))
         return out
-
-    async def flush(self, ctx: Context) -> None:
-        for topic, key, value in self.records():
-            await ctx.send(topic, key, value)
-        self._groups.clear()
-        self.events = 0
 
 
 def source_id(env: dict[str, Any]) -> str:
@@ -150,12 +142,7 @@ def first_delivery(state: dict[str, Any], env: dict[str, Any]) -> bool:
     in the key's own value makes a redelivered record (after a crash, or a re-sent intake record)
     count once.
     """
-    src = f"{env.get('s') or env['k'][0]}{env['p']}"
-    marks = state["h"]
-    if env["o"] <= marks.get(src, -1):
-        return False
-    marks[src] = env["o"]
-    return True
+    return bool(fresh(state, env)[0])
 
 
 class SourceClock:
@@ -171,9 +158,6 @@ class SourceClock:
     def __init__(self, idle_s: float) -> None:
         self.idle_s = idle_s
         self.seen: dict[tuple[int, str], float] = {}
-
-    def observe(self, prec: dict[str, Any], partition: int, env: dict[str, Any], ts_ms: int) -> None:
-        self.observe_source(prec, partition, source_id(env), ts_ms)
 
     def observe_source(self, prec: dict[str, Any], partition: int, src: str, ts_ms: int) -> None:
         marks = prec.setdefault("src", {})

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 from mode import Service
 
 from finops_app.agents.common import Outbox, dead_letter_record, encode_item, envelope_at
@@ -43,6 +44,7 @@ from finops_app.context import Context
 from finops_app.core.privacy import protect_business
 from finops_app.core.validate import parse_business, parse_cost, parse_resource
 from finops_app.errors import FinOpsError
+from finops_app.kafka import client_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +148,13 @@ class _Batch:
         return all(f.done() for f in self.futures)
 
     def failed(self) -> BaseException | None:
+        """The first send that did not succeed (call once ``done()``)."""
         for f in self.futures:
-            if f.done() and (f.cancelled() or f.exception() is not None):
-                return f.exception() if not f.cancelled() else asyncio.CancelledError()
+            if f.cancelled():
+                return asyncio.CancelledError()
+            error: BaseException | None = f.exception()
+            if error is not None:
+                return error
         return None
 
 
@@ -179,10 +185,6 @@ class IntakeService(Service):
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
-        from finops_app.kafka import client_kwargs
-
         settings = self.ctx.settings
         factory = self._consumer_factory or AIOKafkaConsumer
         self._consumer = factory(
@@ -213,8 +215,6 @@ class IntakeService(Service):
 
     @Service.task
     async def _consume(self) -> None:
-        from aiokafka.errors import ConsumerStoppedError, KafkaError
-
         settings = self.ctx.settings
         timeout_ms = max(1, int(settings.batch_within_seconds * 1000))
         while not self.should_stop:
@@ -262,25 +262,19 @@ class IntakeService(Service):
 
     async def _advance(self, force: bool) -> None:
         """Commit the acknowledged prefix of the pending batches (every COMMIT_INTERVAL_S, or now)."""
-        offsets: dict[Any, int] = {}
         while self._pending and self._pending[0].done():
             head = self._pending[0]
             error = head.failed()
             if error is not None:
-                await self._rewind(error)
+                self._rewind(error)
                 return
-            offsets.update(head.next)
+            self._carry.update(head.next)
             self._pending.popleft()
-        self._carry.update(offsets)
         if not self._carry or (not force and time.monotonic() - self._last_commit < COMMIT_INTERVAL_S):
             return
         await self._commit()
 
     async def _commit(self) -> None:
-        from aiokafka.errors import KafkaError
-
-        if not self._carry:
-            return
         assigned = self._consumer.assignment()
         offsets = {tp: off for tp, off in self._carry.items() if tp in assigned}
         self._carry = {}
@@ -294,7 +288,7 @@ class IntakeService(Service):
             self.stats["last_error"] = str(exc)
             logger.warning("intake commit failed (records will be read again, counted once): %s", exc)
 
-    async def _rewind(self, error: BaseException) -> None:
+    def _rewind(self, error: BaseException) -> None:
         """A send failed: re-read every unacknowledged record (downstream counts each event once)."""
         starts: dict[Any, int] = {}
         for b in self._pending:
