@@ -11,7 +11,7 @@ import sys
 
 import faust
 
-from finops_app import faust_fixes, kafka, topics
+from finops_app import faust_fixes, faust_seek, kafka, topics
 from finops_app.config import Settings, faust_env_overrides
 from finops_app.context import Context
 from finops_app.core.validate import Limits
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings) -> faust.App:
     """Build the app for ``settings``; nothing connects until a worker or command starts it."""
     faust_fixes.install(settings.faust_fast_delivery)
+    faust_seek.install()  # always: records were lost on failover without it (faust_seek.py)
     overriding = faust_env_overrides()
     if overriding:
         logger.warning("Faust environment variables %s override FINOPS_ settings", ", ".join(overriding))
