@@ -476,10 +476,14 @@ class SinkService(Service):
             }
             for table, b in sorted(self._buffers.items())
         }
+        in_flight = now - self._load_started if self._load_started else 0.0
+        # a load hanging in the connector's retries past the stall limit holds an open connection
+        # object to a Snowflake that does not answer: that is not "connected"
+        stalled = in_flight >= self.settings.sink_stall_seconds
         return {
             **self.stats,
-            "load_in_flight_seconds": round(now - self._load_started, 3) if self._load_started else 0.0,
-            "connected": bool(self.connector.connected)
+            "load_in_flight_seconds": round(in_flight, 3),
+            "connected": bool(self.connector.connected) and not stalled
             if self.connector is not None
             else self.stats["connected"],
             "buffered_rows": self.buffered_rows(),
