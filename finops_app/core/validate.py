@@ -168,6 +168,12 @@ def _money(value: Any, key: str, limits: Limits, default: Decimal | None) -> Dec
     return amount
 
 
+# what ``iso`` formats as four-digit years, with room for a derived period end (start + 1 h):
+# reachable only with very wide age/future limits
+_MIN_MS = -30_610_224_000_000  # 1000-01-01T00:00:00Z
+_MAX_MS = 253_370_764_799_999  # 9998-12-31T23:59:59.999Z
+
+
 def timestamp_ms(d: Mapping[str, Any], key: str, limits: Limits, default: int | None = None) -> int:
     """ISO-8601 (naive means UTC) or epoch seconds/milliseconds -> epoch milliseconds."""
     value = d.get(key)
@@ -198,6 +204,8 @@ def timestamp_ms(d: Mapping[str, Any], key: str, limits: Limits, default: int | 
         ms = _iso_to_ms(value, key)
     else:
         raise ValidationError(f"expected a timestamp, got {type(value).__name__}", key)
+    if not _MIN_MS <= ms <= _MAX_MS:
+        raise ValidationError("is out of range for a timestamp (years 1000 to 9998)", key)
     now_s = limits.now()
     if ms > (now_s + limits.max_future_s) * 1000:
         raise ValidationError("is too far in the future", key)

@@ -8,6 +8,9 @@ keeps the original code, unchanged except for these imports, so that
 It has no tests of its own; do not "fix" it: it is the specification of the behaviour.
 
 Copied from finops_app/core/validate.py at commit 0cfc71e (``Limits`` is shared, not copied).
+One deliberate change since, made in both: a timestamp outside years 1000 to 9998 (reachable only
+with very wide age/future limits) is a ValidationError instead of a ValueError out of ``iso``
+(which crashed the intake instead of dead-lettering the record) or a malformed three-digit year.
 """
 
 # ruff: noqa
@@ -141,6 +144,8 @@ def timestamp_ms(d: Mapping[str, Any], key: str, limits: Limits, default: int | 
         ms = int(dt.timestamp() * 1000)
     else:
         raise ValidationError(f"expected a timestamp, got {type(value).__name__}", key)
+    if not -30_610_224_000_000 <= ms <= 253_370_764_799_999:
+        raise ValidationError("is out of range for a timestamp (years 1000 to 9998)", key)
     now_s = limits.now()
     if ms > (now_s + limits.max_future_s) * 1000:
         raise ValidationError("is too far in the future", key)
