@@ -3,8 +3,10 @@ and recovery service.
 
 What matters in a worker: a stream partition that was never committed (or committed at 0) is
 moved to its log start, a committed one and every changelog partition are left where aiokafka put
-them, nothing moves when the reset policy is not ``earliest``, and the stream partitions are sought
-before Faust's own resume (which resumes them before its seek). The end-to-end check is the
+them, nothing moves when the reset policy is not ``earliest``, and on the way out of recovery the
+flow is stopped before the stream queues are cleared and the partitions sought, and resumed only
+after (Faust cleared the queues after its seek, with the flow running: records queued in between
+were lost). The end-to-end check is the
 SIGKILL variant of tests/integration/test_scaling.py on the real broker.
 """
 
@@ -77,44 +79,76 @@ async def test_other_reset_policies_keep_aiokafkas_behaviour(original_seek: None
 
 
 class FakeRecovery:
-    """What ``_resume_streams`` touches on Faust's Recovery service."""
+    """What ``_resume_streams`` touches on Faust's Recovery service, recording every step."""
 
     def __init__(self, generation: int, assignment: set[Any]) -> None:
         self.calls: list[str] = []
+        self.queued = ["a record delivered before the seek"]  # a stream queue's content
+        call = self.calls.append
 
         async def perform_seek() -> None:
-            self.calls.append("seek")
+            call("seek")
+
+        async def nothing() -> None:
+            call("rebalance complete")
+
+        def resume_flow_control() -> None:  # mode's FlowControlEvent.resume clears the queues
+            call("clear queues")
+            self.queued.clear()
+
+        async def maybe_start() -> None:
+            call("fetcher")
 
         self.app = SimpleNamespace(
             consumer_generation_id=generation,
-            consumer=SimpleNamespace(assignment=lambda: assignment, perform_seek=perform_seek),
+            consumer=SimpleNamespace(
+                assignment=lambda: assignment,
+                perform_seek=perform_seek,
+                stop_flow=lambda: call("stop flow"),
+                resume_flow=lambda: call("resume flow"),
+                resume_partitions=lambda tps: call(f"resume {sorted(tp.partition for tp in tps)}"),
+            ),
             conf=SimpleNamespace(broker_request_timeout=30.0),
+            on_rebalance_complete=SimpleNamespace(send=nothing),
+            flow_control=SimpleNamespace(resume=resume_flow_control),
+            _fetcher=SimpleNamespace(maybe_start=maybe_start),
+            on_rebalance_end=lambda: call("rebalance end"),
         )
+        self.tables = SimpleNamespace(
+            on_actives_ready=lambda: call("actives ready"), on_standbys_ready=lambda: None
+        )
+        self.completed = SimpleNamespace(set=lambda: call("completed"))
+        self.log = SimpleNamespace(info=lambda *a: None, warning=lambda *a: call("rebalancing again"))
 
     async def _wait(self, coro: Any, timeout: float) -> None:
         await coro
 
-
-@pytest.fixture
-def original_resume(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def faust_resume(self: FakeRecovery, generation_id: int = 0) -> None:
-        self.calls.append(f"resume {generation_id}")
-
-    monkeypatch.setitem(faust_seek._originals, "_resume_streams", faust_resume)
+    def _is_changelog_tp(self, tp: Any) -> bool:
+        return tp.topic == CHANGELOG.topic
 
 
-async def test_stream_partitions_are_sought_before_faust_resumes_them(original_resume: None) -> None:
-    recovery = FakeRecovery(generation=4, assignment={NEVER})
+async def test_nothing_is_delivered_between_the_seek_and_the_clearing_of_the_queues() -> None:
+    recovery = FakeRecovery(generation=4, assignment={NEVER, DONE, CHANGELOG})
     await faust_seek._resume_streams(recovery, generation_id=4)
-    assert recovery.calls == ["seek", "resume 4"]
+    assert recovery.calls == [
+        "rebalance complete",
+        "stop flow",  # Faust's version let the flow run through all of this
+        "clear queues",  # Faust's version cleared them after the seek: records queued since were lost
+        "seek",
+        "resume [0, 2]",  # the stream partitions, not the changelog
+        "completed",
+        "resume flow",
+        "fetcher",
+        "actives ready",
+        "rebalance end",
+    ]
+    assert recovery.queued == []
 
 
-async def test_a_stale_generation_or_no_assignment_only_runs_fausts_resume(original_resume: None) -> None:
+async def test_a_stale_generation_changes_nothing() -> None:
     stale = FakeRecovery(generation=5, assignment={NEVER})
-    await faust_seek._resume_streams(stale, generation_id=4)  # Faust itself gives up on it
-    empty = FakeRecovery(generation=4, assignment=set())
-    await faust_seek._resume_streams(empty, generation_id=4)
-    assert stale.calls == ["resume 4"] and empty.calls == ["resume 4"]
+    await faust_seek._resume_streams(stale, generation_id=4)  # a newer rebalance does all of it
+    assert stale.calls == ["rebalance complete", "rebalancing again"]
 
 
 def test_create_app_installs_it_once() -> None:
@@ -122,6 +156,5 @@ def test_create_app_installs_it_once() -> None:
     create_app(Settings())  # a second app must not wrap the wrappers
     assert faust_seek.installed()
     assert faust_seek._originals["seek_to_committed"] is not faust_seek._seek_to_committed
-    assert faust_seek._originals["_resume_streams"] is not faust_seek._resume_streams
     assert AIOKafkaConsumerThread.seek_to_committed is faust_seek._seek_to_committed
     assert Recovery._resume_streams is faust_seek._resume_streams
