@@ -40,7 +40,9 @@ What happens on rebalance (as observed here):
   envelope at or below the high-water mark ``h`` stored in the unit's table value, so nothing is
   counted twice; the table value itself comes back from the changelog, so nothing is lost.
 - Windows stay open across the move (they live in the table value, and the partition's watermark
-  in its partition record), so every window is emitted once, with revision 1 and the full total.
+  in its partition record), so every window is emitted once, with revision 1 and the full total,
+  provided the closing events come after everything else: the test waits for the intake group
+  (which rebalances separately) to have re-read the stopped worker's uncommitted input first.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from tests.support.faults import (
     stop_together,
     table_from_changelog,
     totals_match,
+    wait_caught_up,
     wait_spread,
     window_start,
 )
@@ -278,6 +281,12 @@ async def test_losing_a_worker_moves_its_partitions_and_totals_stay_exact(
     rest = [w for i, w in enumerate(workers) if i != victim]
     spread2 = wait_spread(rest, by_unit, PARTITIONS, timeout=120)
     t_moved = time.monotonic() - t_stop
+    # The intake has its own group, which rebalances on its own schedule: wait until the survivors'
+    # intake has read (and re-sent) all the input so far, the stopped worker's uncommitted part
+    # included, so that the closing events below really come last. Without this wait, a source
+    # silent through the failover is idle for the watermark, the closers close the windows, and
+    # the re-sent events correct them with revision 2 (exact totals, one more revision; seen once).
+    await wait_caught_up(base, f"{base.app_id}-intake", topics.COST_EVENTS, timeout=90)
 
     await send_all(base, topics.COST_EVENTS, [(e["resource_id"], e) for e in phase2[half:]])
     await send_all(base, topics.COST_EVENTS, [("r-close", closer(u)) for u in UNITS])

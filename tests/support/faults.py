@@ -279,3 +279,29 @@ async def read_all(settings: Settings, topic: str, timeout: float = 60.0) -> lis
         return out
     finally:
         await consumer.stop()
+
+
+async def wait_caught_up(settings: Settings, group_id: str, topic: str, timeout: float = 60.0) -> None:
+    """Wait until consumer group ``group_id`` has committed every partition of the app topic
+    ``topic`` up to its current end offset (read and acknowledged all of it); does not join it."""
+    from aiokafka import TopicPartition
+
+    name = kafka.topic_name(settings, topic)
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=group_id, **kafka.client_kwargs(settings))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        behind: dict[int, tuple[int | None, int]] = {}
+        while time.monotonic() < deadline:
+            committed = {tp: await consumer.committed(tp) for tp in tps}
+            behind = {
+                tp.partition: (committed[tp], ends[tp]) for tp in tps if (committed[tp] or 0) < ends[tp]
+            }
+            if not behind:
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"{group_id} not caught up on {name} within {timeout}s: {behind}")
+    finally:
+        await consumer.stop()
