@@ -97,7 +97,6 @@ def install() -> None:
     if AIOKafkaConsumerThread.seek_to_committed is _seek_to_committed:
         return
     _originals["seek_to_committed"] = AIOKafkaConsumerThread.seek_to_committed
-    _originals["_resume_streams"] = Recovery._resume_streams  # kept for reference (not called)
     AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
     Recovery._resume_streams = _resume_streams  # type: ignore[method-assign]
 

@@ -29,13 +29,14 @@ from typing import Any
 import orjson
 import pytest
 import stack as devstack  # dev/stack.py (tests/conftest.py puts dev/ on sys.path)
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from finops_app import kafka, topics
 from finops_app.agents.common import unpack
 from finops_app.config import Secret, Settings
 from finops_app.sinks.connection import connect
 from finops_app.sinks.migrate import run_migrations
+from tests.support.faults import group_offsets
 from tests.support.kafka import produce
 from tests.support.workers import Worker, WorkerFactory
 
@@ -150,22 +151,6 @@ async def by_unit_offsets(settings: Settings, event_ids: set[str], timeout: floa
     return first
 
 
-async def sink_commits(settings: Settings) -> tuple[dict[int, int | None], dict[int, int]]:
-    """(committed offset, end offset) per by-unit partition for the group ``<app_id>-sink``."""
-    topic = kafka.topic_name(settings, topics.BY_UNIT)
-    consumer = AIOKafkaConsumer(
-        group_id=f"{settings.app_id}-sink", enable_auto_commit=False, **kafka.client_kwargs(settings)
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        committed = {tp.partition: await consumer.committed(tp) for tp in tps}
-        ends = {tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
-    finally:
-        await consumer.stop()
-    return committed, ends
-
-
 def sink_metric_lines(text: str) -> list[str]:
     """Lines of /metrics that describe the Snowflake sink (any metric whose name mentions it)."""
     return [
@@ -271,7 +256,8 @@ def outage(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Obs
         obs.timings["outage: waited for health to degrade"] = time.monotonic() - t
         _, obs.outage_metrics = worker.get("/metrics")
         obs.outage_alive = worker.alive()
-        obs.committed, obs.ends = asyncio.run(sink_commits(settings))
+        sink_group = f"{settings.app_id}-sink"
+        obs.committed, obs.ends = asyncio.run(group_offsets(settings, sink_group, topics.BY_UNIT))
         obs.timings["outage: total"] = time.monotonic() - t
 
         t = time.monotonic()

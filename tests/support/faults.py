@@ -281,9 +281,11 @@ async def read_all(settings: Settings, topic: str, timeout: float = 60.0) -> lis
         await consumer.stop()
 
 
-async def wait_caught_up(settings: Settings, group_id: str, topic: str, timeout: float = 60.0) -> None:
-    """Wait until consumer group ``group_id`` has committed every partition of the app topic
-    ``topic`` up to its current end offset (read and acknowledged all of it); does not join it."""
+async def group_offsets(
+    settings: Settings, group_id: str, topic: str
+) -> tuple[dict[int, int | None], dict[int, int]]:
+    """(committed offset, end offset) per partition of the app topic ``topic`` for consumer group
+    ``group_id``; reads them without joining the group."""
     from aiokafka import TopicPartition
 
     name = kafka.topic_name(settings, topic)
@@ -291,17 +293,23 @@ async def wait_caught_up(settings: Settings, group_id: str, topic: str, timeout:
     await consumer.start()
     try:
         tps = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
-        ends = await consumer.end_offsets(tps)
-        deadline = time.monotonic() + timeout
-        behind: dict[int, tuple[int | None, int]] = {}
-        while time.monotonic() < deadline:
-            committed = {tp: await consumer.committed(tp) for tp in tps}
-            behind = {
-                tp.partition: (committed[tp], ends[tp]) for tp in tps if (committed[tp] or 0) < ends[tp]
-            }
-            if not behind:
-                return
-            await asyncio.sleep(0.5)
-        raise AssertionError(f"{group_id} not caught up on {name} within {timeout}s: {behind}")
+        committed = {tp.partition: await consumer.committed(tp) for tp in tps}
+        ends = {tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
     finally:
         await consumer.stop()
+    return committed, ends
+
+
+async def wait_caught_up(settings: Settings, group_id: str, topic: str, timeout: float = 60.0) -> None:
+    """Wait until consumer group ``group_id`` has committed every partition of the app topic
+    ``topic`` up to its end offset when the wait began (read and acknowledged all of it)."""
+    _, ends = await group_offsets(settings, group_id, topic)
+    deadline = time.monotonic() + timeout
+    behind: dict[int, tuple[int | None, int]] = {}
+    while time.monotonic() < deadline:
+        committed, _ = await group_offsets(settings, group_id, topic)
+        behind = {p: (committed[p], end) for p, end in ends.items() if (committed[p] or 0) < end}
+        if not behind:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{group_id} not caught up on {topic} within {timeout}s: {behind}")
