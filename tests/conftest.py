@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import uuid
@@ -102,6 +103,10 @@ def stack() -> Iterator[Stack]:
         return
     var = ROOT / "var" / "test-stack"
     devstack.down(var)
+    # a fresh broker per session: the topics of earlier local sessions piled up (thousands of
+    # partitions), made topic creation and metadata slow, and new consumer groups then often started
+    # without partitions (a CI clone always starts empty)
+    shutil.rmtree(var, ignore_errors=True)
     ports = devstack.Ports(
         kafka=_free_port(), controller=_free_port(), snowflake=_free_port(), moto=_free_port()
     )
