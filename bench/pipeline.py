@@ -1096,7 +1096,10 @@ async def phase_latency(cfg: Config, R: dict[str, Any]) -> None:
     import aiohttp
 
     rate_max = R.get("pipeline", {}).get("events_per_s")
-    if rate_max:
+    if cfg.latency_rate:
+        rate, basis = cfg.latency_rate, "fixed by --latency-rate (A/B runs; not the brief's half load)"
+        rate_max = 2 * rate
+    elif rate_max:
         rate = max(2, round(0.5 * rate_max))
         basis = f"0.5 x measured pipeline rate {rate_max:,.0f}/s"
     else:
@@ -1288,11 +1291,18 @@ async def phase_latency(cfg: Config, R: dict[str, Any]) -> None:
                 seg: dict[str, Any] = {"rate": seg_rate, "live_seconds": seconds}
                 slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-")  # event ids must be identifiers
                 cpu0, wait0 = proc_cpu_seconds(worker.pid), sched_wait_seconds(worker.pid)
+                kpid = devstack.read_pid(cfg.stack.var, "kafka")
+                others0 = {"bench": time.process_time(), "broker": proc_cpu_seconds(kpid) if kpid else None}
                 t0 = time.time()
                 sent = await paced(seg_rate, seconds, send_event, maybe_spike)
                 t1 = time.time()
                 await producer.flush()
                 cpu1, wait1 = proc_cpu_seconds(worker.pid), sched_wait_seconds(worker.pid)
+                others1 = {"bench": time.process_time(), "broker": proc_cpu_seconds(kpid) if kpid else None}
+                for who, c0 in others0.items():  # the load generator and the broker share the 2 CPUs
+                    c1 = others1[who]
+                    if c0 is not None and c1 is not None:
+                        seg[f"{who}_cpu_cores"] = round((c1 - c0) / (t1 - t0), 2)
                 if cpu0 is not None and cpu1 is not None:
                     seg["worker_cpu_cores"] = round((cpu1 - cpu0) / (t1 - t0), 2)
                 if wait0 is not None and wait1 is not None:
@@ -1739,6 +1749,7 @@ class Config:
     pipeline_timeout: float
     recovery_timeout: float
     fallback_rate: int
+    latency_rate: int
     latency_drain_cap: float = 45.0
     low_load_factor: float = 0.1
     low_live_seconds: float = 20.0
@@ -2136,7 +2147,9 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
             f"traffic stopped; everything was consumed and committed {lat.get('drain_seconds')} s later. "
             "Worker CPU "
             f"during the live phase {lat.get('worker_cpu_cores')} cores, runnable but waiting for a CPU "
-            f"{lat.get('worker_runqueue_wait_s')} s of {lat.get('live_seconds')} s. Slow commits (> 1 s) "
+            f"{lat.get('worker_runqueue_wait_s')} s of {lat.get('live_seconds')} s; meanwhile the bench "
+            f"process (load generator and result consumer) used {lat.get('bench_cpu_cores')} cores "
+            f"and the broker {lat.get('broker_cpu_cores')}. Slow commits (> 1 s) "
             "over the "
             "whole latency run: "
             f"{fmt_commits(lat.get('slow_commits'))}. "
@@ -2359,6 +2372,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--live-seconds", type=float, default=40.0, help="half-load live traffic")
     ap.add_argument(
+        "--latency-rate",
+        type=int,
+        default=0,
+        help="events/s of the latency phase instead of half the measured pipeline rate (to compare code "
+        "versions at one load)",
+    )
+    ap.add_argument(
         "--low-live-seconds",
         type=float,
         default=20.0,
@@ -2464,6 +2484,7 @@ def main(argv: list[str] | None = None) -> int:
             profile=not args.no_profile and PYSPY.exists(), profile_seconds=args.profile_seconds,
             profile_delay=3.0,
             pipeline_timeout=args.pipeline_cap, recovery_timeout=300.0, fallback_rate=100,
+            latency_rate=args.latency_rate,
             low_live_seconds=args.low_live_seconds, pipeline_events=n_pipe, pipeline_sizing=pipe_sizing,
             recovery_keys=n_keys, recovery_sizing=keys_sizing,
             reserve_after_pipeline=240.0, bare_events=args.bare_events,
