@@ -24,8 +24,8 @@ warnings; read offsets; counters) and drops the timing; the app's own Prometheus
 ``install()`` is idempotent and is called by ``create_app``; both are **off by default** and
 turned on with ``FINOPS_FAUST_FAST_DELIVERY=true`` (``Settings.faust_fast_delivery``): with them on,
 the SIGKILL failover test (tests/integration/test_scaling.py) lost events in about one run in three
-(6 of 6 passed with them off); the two failover holes fixed in ``faust_seek.py`` are the likely
-cause, not yet confirmed by re-running with them on (RELIABILITY.md). The bare-agent figures
+(6 of 6 passed with them off); with the two failover holes fixed in ``faust_seek.py`` it still
+failed 1 of 5 runs, so another cause remains (RELIABILITY.md). The bare-agent figures
 in bench/results.md use them explicitly.
 """
 
