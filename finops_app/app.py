@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import faust
 
-from finops_app import faust_fixes, faust_seek, kafka, local_state, topics
+from finops_app import faust_fixes, faust_seek, kafka, topics
 from finops_app.config import Settings, faust_env_overrides
 from finops_app.context import Context
 from finops_app.core.validate import Limits
@@ -114,10 +113,6 @@ def main() -> None:
             )
             sys.argv += ["-l", level]  # FINOPS_LOG_LEVEL when the command line does not say
         _preflight(settings)
-        app.finalize()
-        appdir, tabledir = Path(app.conf.appdir), Path(app.conf.tabledir)
-        local_state.run_guarded(appdir, tabledir, app.main)
-        return
     app.main()
 
 
