@@ -17,14 +17,7 @@ from finops_app.agents.common import SourceClock, fresh, source_id
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import costseries, detector
-from finops_app.tables.state import (
-    StateCache,
-    by_partition,
-    clear_on_rebalance,
-    decode_key,
-    event_context,
-    partition_key,
-)
+from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
 
 
 def series_config(settings: Any) -> costseries.SeriesConfig:
@@ -46,8 +39,7 @@ def series_config(settings: Any) -> costseries.SeriesConfig:
 
 def register(ctx: Context, clock: Clock) -> None:
     app, settings, topics, metrics = ctx.app, ctx.settings, ctx.topics, ctx.metrics
-    table = StateCache(ctx.tables.series_state)
-    clear_on_rebalance(app, [table])
+    table = ctx.tables.series_state
     cfg = series_config(settings)
     sources = SourceClock(settings.idle_timeout_seconds)
     recent: list[dict[str, Any]] = ctx.extras.setdefault("recent_anomalies", [])
@@ -111,8 +103,4 @@ def register(ctx: Context, clock: Clock) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
             for partition, events in by_partition(batch).items():
                 with event_context(events[-1]):
-                    try:
-                        await process(partition, events)
-                    except BaseException:
-                        table.discard()  # values may be half-updated: read them back from the table
-                        raise
+                    await process(partition, events)

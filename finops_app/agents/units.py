@@ -25,14 +25,7 @@ from finops_app.core import budget as budget_core
 from finops_app.core.money import q4s
 from finops_app.core.validate import iso
 from finops_app.core.windows import Closed, WindowSpec, add, close, next_due, roi
-from finops_app.tables.state import (
-    StateCache,
-    by_partition,
-    clear_on_rebalance,
-    decode_key,
-    event_context,
-    partition_key,
-)
+from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
 
 logger = logging.getLogger(__name__)
 _ZERO = Decimal(0)
@@ -74,8 +67,7 @@ def roi_result(unit: str, c: Closed) -> dict[str, Any]:
 
 def register(ctx: Context, clock: Clock) -> None:
     app, settings, topics, metrics = ctx.app, ctx.settings, ctx.topics, ctx.metrics
-    table = StateCache(ctx.tables.unit_state)
-    clear_on_rebalance(app, [table])
+    table = ctx.tables.unit_state
     lateness = settings.allowed_lateness_seconds * 1000
     retention = settings.window_retention_seconds * 1000
     totals = WindowSpec(settings.window_seconds * 1000, lateness, retention)
@@ -235,8 +227,4 @@ def register(ctx: Context, clock: Clock) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
             for partition, events in by_partition(batch).items():
                 with event_context(events[-1]):
-                    try:
-                        await process(partition, events)
-                    except BaseException:
-                        table.discard()  # values may be half-updated: read them back from the table
-                        raise
+                    await process(partition, events)

@@ -91,7 +91,7 @@ def observe_many(
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     # events with the same dimensions and bucket first (a resource reports many times a bucket)
-    groups: dict[tuple[str, int, str, str, str], list[Any]] = {}  # dims -> [amount strings, produced]
+    groups: dict[tuple[str, int, str, str, str], list[Any]] = {}
     bucket_ms = cfg.bucket_ms
     for event, produced_ms in events:
         ts = event["ts_ms"]
@@ -102,22 +102,18 @@ def observe_many(
             event["region"],
             event["resource_id"],
         )
+        amount = Decimal(event["cost_amount"])
         g = groups.get(dims)
         if g is None:
-            groups[dims] = [[event["cost_amount"]], produced_ms]
+            groups[dims] = [amount, produced_ms]
         else:
-            g[0].append(event["cost_amount"])
+            g[0] += amount
             g[1] = max(g[1], produced_ms)
     sums: dict[tuple[str, int], list[Any]] = {}  # (series, bucket) -> [sum, produced, bu, region, service]
     drv: dict[int, dict[tuple[str, str], Decimal]] = {}  # bucket -> (dimension, value) -> sum
     series = state["s"]
-    keys_of: dict[tuple[str, str, str], list[tuple[str, str, str]]] = {}
-    for (service, bucket, bu, region, res), (amounts, produced_ms) in groups.items():
-        amount = sum(map(Decimal, amounts), _ZERO)
-        keys = keys_of.get((service, bu, region))
-        if keys is None:
-            keys = keys_of[(service, bu, region)] = series_keys(service, bu, region, cfg)
-        for key, kbu, kregion in keys:
+    for (service, bucket, bu, region, res), (amount, produced_ms) in groups.items():
+        for key, kbu, kregion in series_keys(service, bu, region, cfg):
             acc = sums.get((key, bucket))
             if acc is None:
                 sums[(key, bucket)] = [amount, produced_ms, kbu, kregion, service]
@@ -127,9 +123,7 @@ def observe_many(
         top = series.get(service)
         if top is not None and top["lb"] is not None and bucket <= top["lb"]:
             continue  # late for scoring: no drivers either
-        per_dim = drv.get(bucket)
-        if per_dim is None:
-            per_dim = drv[bucket] = {}
+        per_dim = drv.setdefault(bucket, {})
         for dim_value in (("bu", bu), ("region", region), ("res", res)):
             per_dim[dim_value] = per_dim.get(dim_value, _ZERO) + amount
     if drv:
@@ -151,7 +145,7 @@ def observe_many(
         seen = ser.setdefault("ot", {})  # latest produce time per open bucket: detection latency
         seen[key_b] = max(seen.get(key_b, 0), produced_ms)
         if ser["inc"] is None:
-            expected, upper = _bounds(key, ser["d"], bucket, cfg.params)
+            expected, upper = detector.bounds(ser["d"], bucket, cfg.params)
             if float(value) > upper and value - Decimal(str(expected)) >= cfg.min_amount:
                 out.append(
                     _open(
@@ -169,29 +163,6 @@ def observe_many(
                     )
                 )
     return out
-
-
-# (series, bucket) -> (detector state, params, expected, upper)
-_BOUNDS: dict[tuple[str, int], tuple[Any, Any, float, float]] = {}
-_BOUNDS_MAX = 20_000
-
-
-def _bounds(key: str, d: dict[str, Any], bucket: int, params: detector.DetectorParams) -> tuple[float, float]:
-    """``detector.bounds(d, bucket, params)``, memoised while the series' detector state is this object.
-
-    A series' detector state is replaced (``detector.update`` returns a new dict), never changed in
-    place, and each batch checks the same open bucket against it again: the bounds of one
-    (state object, bucket, params) are computed once. The memo holds the state object, so its
-    identity cannot be reused by another.
-    """
-    hit = _BOUNDS.get((key, bucket))
-    if hit is not None and hit[0] is d and hit[1] is params:
-        return hit[2], hit[3]
-    expected, upper = detector.bounds(d, bucket, params)
-    if len(_BOUNDS) >= _BOUNDS_MAX:
-        _BOUNDS.clear()
-    _BOUNDS[(key, bucket)] = (d, params, expected, upper)
-    return expected, upper
 
 
 def advance(
