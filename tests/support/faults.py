@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import stack as devstack  # dev/stack.py (tests/conftest.py puts dev/ on sys.path)
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from finops_app import kafka
@@ -254,8 +254,6 @@ def stop_together(workers: Sequence[Worker], timeout: float = 30.0) -> None:
 
 async def read_all(settings: Settings, topic: str, timeout: float = 60.0) -> list[Any]:
     """Every record of the app topic ``topic`` up to its current end offsets (raw ConsumerRecords)."""
-    from aiokafka import TopicPartition
-
     name = kafka.topic_name(settings, topic)
     consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **kafka.client_kwargs(settings))
     await consumer.start()
@@ -286,8 +284,6 @@ async def group_offsets(
 ) -> tuple[dict[int, int | None], dict[int, int]]:
     """(committed offset, end offset) per partition of the app topic ``topic`` for consumer group
     ``group_id``; reads them without joining the group."""
-    from aiokafka import TopicPartition
-
     name = kafka.topic_name(settings, topic)
     consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=group_id, **kafka.client_kwargs(settings))
     await consumer.start()
