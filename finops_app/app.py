@@ -11,7 +11,7 @@ import sys
 
 import faust
 
-from finops_app import faust_fixes, faust_seek, kafka, topics
+from finops_app import faust_fixes, faust_restore, faust_seek, kafka, topics
 from finops_app.config import Settings, faust_env_overrides
 from finops_app.context import Context
 from finops_app.core.validate import Limits
@@ -25,6 +25,7 @@ def create_app(settings: Settings) -> faust.App:
     """Build the app for ``settings``; nothing connects until a worker or command starts it."""
     faust_fixes.install(settings.faust_fast_delivery)
     faust_seek.install()  # always: records were lost on failover without it (faust_seek.py)
+    faust_restore.install()  # bulk changelog restore; off per worker with FINOPS_RESTORE_BULK_SECONDS=0
     overriding = faust_env_overrides()
     if overriding:
         logger.warning("Faust environment variables %s override FINOPS_ settings", ", ".join(overriding))

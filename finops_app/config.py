@@ -168,6 +168,13 @@ class Settings:
         "test lost events in 1 run in 3, and failed 1 of 5 runs after the failover fixes (RELIABILITY.md).",
         group="stream",
     )
+    restore_bulk_seconds: float = _f(
+        60.0,
+        "A worker taking over partitions reads their table changelogs in bulk for up to this long "
+        "(capped at 0.8 of Faust's broker request timeout), then Faust restores the rest record by "
+        "record; 0 leaves it all to Faust (finops_app/faust_restore.py).",
+        group="stream",
+    )
     ledger_sources: tuple[str, ...] = _f(
         ("cost_explorer", "focus"),
         "Sources that re-send events (restatements): counted once per event id, changes as deltas.",
@@ -330,6 +337,8 @@ class Settings:
         for name in ("window_seconds", "roi_window_seconds", "batch_size", "topic_partitions"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.restore_bulk_seconds < 0:
+            raise ConfigError(f"{ENV_PREFIX}RESTORE_BULK_SECONDS must be 0 (off) or more")
         if self.roi_window_seconds % self.window_seconds:
             raise ConfigError(
                 f"{ENV_PREFIX}ROI_WINDOW_SECONDS ({self.roi_window_seconds}) must be a multiple of "
