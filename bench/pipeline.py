@@ -83,8 +83,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
 from finops_app import demo, kafka, topics  # noqa: E402
 from finops_app.cli import produce_all  # noqa: E402
-from finops_app.config import FAUST_ENV, Secret, Settings  # noqa: E402
+from finops_app.config import ENV_PREFIX, FAUST_ENV, Secret, Settings  # noqa: E402
 from finops_app.core.validate import iso  # noqa: E402
+from finops_app.errors import ConfigError  # noqa: E402
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 for noisy in ("aiokafka", "kafka", "snowflake", "faust", "mode"):
@@ -920,6 +921,13 @@ async def phase_pipeline(cfg: Config, R: dict[str, Any]) -> None:
             )
             final = await worker.metrics(session)
             res["deadletters"] = sum(v for k, v in final.items() if k.startswith("finops_deadletters_total"))
+            # Python's garbage collector over the whole run (finops_app/gc_tuning.py)
+            res["gc_threshold"], res["gc_freeze"] = s.gc_threshold, s.gc_freeze
+            res["gc_seconds"] = round(
+                sum(v for k, v in final.items() if k.startswith("finops_gc_seconds_total")), 2
+            )
+            gc_counts = [(k, v) for k, v in final.items() if k.startswith("finops_gc_collections_total")]
+            res["gc_collections"] = {k.split('"')[1]: int(v) for k, v in gc_counts}
             res["outputs"] = {
                 k.split('topic="', 1)[1].split('"', 1)[0].removeprefix(s.topic_prefix): v
                 for k, v in final.items()
@@ -1762,6 +1770,7 @@ class Config:
     low_load_units: int = 2
     bare_events: int = 80_000
     bare_timeout: float = 45.0  # per variant; a run stopped by it reports what it had read
+    worker_settings: dict[str, Any] = field(default_factory=dict)  # --set NAME=VALUE
 
     def settings(self, suffix: str, **overrides: Any) -> Settings:
         app_id = f"bench{self.run_id}{suffix}"
@@ -1780,8 +1789,23 @@ class Config:
             "sink_enabled": False,
             "sql_jobs_interval_seconds": 0.0,
         }
+        values.update(self.worker_settings)
         values.update(overrides)
         return Settings(**values)
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``--set NAME=VALUE`` items as Settings fields, converted as from FINOPS_NAME=VALUE."""
+    env, names = {}, []
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip().lower()
+        if not sep or not name:
+            raise ValueError(f"--set {item!r}: use NAME=VALUE, e.g. batch_within_seconds=0.1")
+        env[ENV_PREFIX + name.upper()] = raw
+        names.append(name)
+    parsed = Settings.from_env(env)  # unknown names and bad values fail here, as in a worker
+    return {name: getattr(parsed, name) for name in names}
 
 
 def save_partial(cfg: Config, R: dict[str, Any]) -> None:
@@ -2121,6 +2145,9 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
             f"{p.get('deadletters')}. Faust commits slower than their 1 s interval "
             '(worker log "Timer commit is '
             f'overlapping"): {fmt_commits(p.get("slow_commits"))}. '
+            f"Python's garbage collector over the worker's whole run: {p.get('gc_seconds')} s in "
+            f"{p.get('gc_collections')} collections by generation (`gc_threshold` "
+            f"{p.get('gc_threshold')}, freeze {p.get('gc_freeze')}). "
             "py-spy sampled the worker (100 Hz) for "
             f"{p.get('profile_seconds_actual') or (cfg.profile_seconds if cfg else '?')} s of the drain (see "
             "bench/profile.md); sampling pauses the worker briefly and costs some CPU on a 2-CPU machine.",
@@ -2425,7 +2452,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--keep-topics", action="store_true", help="do not delete the run's topics at the end")
     ap.add_argument("--out", type=Path, default=BENCH, help="where results.md/json go (default bench/)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker setting for every phase, as its FINOPS_ variable would give it (name without "
+        "the prefix, e.g. --set batch_within_seconds=0.1); repeatable; for A/B runs of settings",
+    )
     args = ap.parse_args(argv)
+    try:
+        worker_settings = parse_sets(args.set)
+    except (ValueError, ConfigError) as exc:
+        ap.error(str(exc))
 
     deadline = Deadline(args.budget)
     run_id = dt.datetime.now(dt.UTC).strftime("%m%d%H%M") + uuid.uuid4().hex[:4]
@@ -2500,7 +2539,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_rate=args.latency_rate,
             low_live_seconds=args.low_live_seconds, pipeline_events=n_pipe, pipeline_sizing=pipe_sizing,
             recovery_keys=n_keys, recovery_sizing=keys_sizing,
-            reserve_after_pipeline=240.0, bare_events=args.bare_events,
+            reserve_after_pipeline=240.0, bare_events=args.bare_events, worker_settings=worker_settings,
         )  # fmt: skip
         asyncio.run(run_phases(cfg, R, set(args.only or ())))
     except KeyboardInterrupt as exc:

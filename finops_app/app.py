@@ -11,7 +11,7 @@ import sys
 
 import faust
 
-from finops_app import faust_fixes, faust_restore, faust_seek, kafka, topics
+from finops_app import faust_fixes, faust_restore, faust_seek, gc_tuning, kafka, topics
 from finops_app.config import Settings, faust_env_overrides
 from finops_app.context import Context
 from finops_app.core.validate import Limits
@@ -66,6 +66,13 @@ def create_app(settings: Settings) -> faust.App:
         limits=Limits.from_settings(settings),
     )
     app.finops = ctx  # type: ignore[attr-defined]
+    gc_tuning.install(ctx.metrics, settings.gc_threshold)
+    if settings.gc_freeze:
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def freeze_gc() -> None:
+            gc_tuning.freeze()
+
     _register(ctx)
     return app
 

@@ -175,6 +175,18 @@ class Settings:
         "record; 0 leaves it all to Faust (finops_app/faust_restore.py).",
         group="stream",
     )
+    gc_threshold: int = _f(
+        20_000,
+        "Young-generation threshold of Python's garbage collector (0 keeps Python's 700). Larger means "
+        "fewer collections per event; /metrics shows gc_seconds_total (bench/results.md: GC seconds "
+        "of the pipeline run).",
+        group="stream",
+    )
+    gc_freeze: bool = _f(
+        True,
+        "Freeze every object alive once the worker started (gc.freeze): collections stop walking them.",
+        group="stream",
+    )
     ledger_sources: tuple[str, ...] = _f(
         ("cost_explorer", "focus"),
         "Sources that re-send events (restatements): counted once per event id, changes as deltas.",
@@ -337,6 +349,8 @@ class Settings:
         for name in ("window_seconds", "roi_window_seconds", "batch_size", "topic_partitions"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.gc_threshold < 0:
+            raise ConfigError(f"{ENV_PREFIX}GC_THRESHOLD must be 0 (Python's default) or more")
         if self.restore_bulk_seconds < 0:
             raise ConfigError(f"{ENV_PREFIX}RESTORE_BULK_SECONDS must be 0 (off) or more")
         if self.roi_window_seconds % self.window_seconds:
