@@ -11,18 +11,24 @@ as ``2025-01-15 09:30:00`` are taken as UTC, floats as their shortest decimal re
 
 This is the per-event hot path of the stream workers: well-formed strings and plain decimals take
 short paths, parsed ISO timestamps and formatted days are memoised, and every other value goes
-through the general code. ``tests/unit/test_validate_equivalence.py`` holds the results and the
-errors to those of the original implementation, kept in ``tests/unit/test_validate_reference.py``.
+through the general code. For a decoded JSON document, each parser also memoises the validated
+values of its low-cardinality string fields (service, region, unit...: one key per combination of
+raw values) and, per timestamp string, its milliseconds and ``iso()``; ids, amounts, the range of
+times against the clock and the currency against the limits are checked on every call.
+``tests/unit/test_validate_equivalence.py`` holds the results and the errors to those of the
+original implementation, kept in ``tests/unit/test_validate_reference.py``, and
+``tests/unit/test_validate_memo.py`` runs sequences of near misses through the memos.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import string
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +43,8 @@ PROVIDERS = frozenset({"aws", "azure", "gcp", "oci", "onprem", "other"})
 NEGATIVE_OK = frozenset({"credit", "refund", "adjustment", "correction"})
 CHARGE_CATEGORIES = frozenset({"usage", "purchase", "tax"}) | NEGATIVE_OK
 _ID_RE = re.compile(r"^[\w.:/@+=,\-$#*]{1,256}$")
+# The ASCII characters of _ID_RE's class: a string of 1 to 256 of them matches it, without the regex.
+_ID_CHARS = frozenset(string.ascii_letters + string.digits + "_.:/@+=,-$#*")
 _UNKNOWN_UNITS = frozenset({"", "unknown", "none", "null", UNALLOCATED})
 MAX_TEXT = 256
 MAX_DECIMALS = 18
@@ -89,7 +97,7 @@ def text(d: Mapping[str, Any], key: str, default: str | None = None, *, ident: b
     value = d.get(key)
     if type(value) is str:  # the common case: a well-formed JSON string
         s = value.strip()
-        if s and len(s) <= MAX_TEXT and (not ident or _ID_RE.match(s)):
+        if s and len(s) <= MAX_TEXT and (not ident or _ID_CHARS.issuperset(s) or _ID_RE.match(s)):
             return s
     elif value is None and default is not None:
         return default
@@ -118,10 +126,19 @@ def _text(value: Any, key: str, default: str | None, ident: bool) -> str:
 
 def money(d: Mapping[str, Any], key: str, limits: Limits, default: Decimal | None = None) -> Decimal:
     """A finite decimal amount within the configured bounds (sign is checked by the caller)."""
-    value = d.get(key)
+    value: Any = d.get(key)
     t = type(value)
-    digits = value if t is str else repr(value) if t is float else None
-    if digits is not None and len(digits) <= 64 and _PLAIN_DECIMAL.fullmatch(digits):
+    if t is str:
+        digits = value if len(value) <= 64 and _PLAIN_DECIMAL.fullmatch(value) else None
+    elif t is float:
+        # repr() of a finite float is "-?[0-9]+\.[0-9]+" unless it has an exponent ("1e-05") or
+        # is "inf" or "nan": _PLAIN_DECIMAL matches it iff it has at most MAX_DECIMALS places.
+        digits = repr(value)
+        if "e" in digits or "n" in digits or len(digits) - digits.index(".") > MAX_DECIMALS + 1:
+            digits = None
+    else:
+        digits = None
+    if digits is not None:
         # The common case: a plain decimal string (or float) is finite and has at most
         # MAX_DECIMALS places by its pattern; only the magnitude is left to check.
         try:
@@ -132,6 +149,16 @@ def money(d: Mapping[str, Any], key: str, limits: Limits, default: Decimal | Non
             raise ValidationError(f"{str(value)[:40]!r} is not a number", key) from None
         return amount
     return _money(value, key, limits, default)
+
+
+def _amount_str(amount: Decimal) -> str:
+    """``to_str(amount)``, faster: a finite decimal's ``str`` without an exponent is its ``"f"`` format."""
+    s = str(amount)
+    if "E" in s or not amount.is_finite():
+        return to_str(amount)
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
 
 
 def _money(value: Any, key: str, limits: Limits, default: Decimal | None) -> Decimal:
@@ -168,12 +195,6 @@ def _money(value: Any, key: str, limits: Limits, default: Decimal | None) -> Dec
     return amount
 
 
-# what ``iso`` formats as four-digit years, with room for a derived period end (start + 1 h):
-# reachable only with very wide age/future limits
-_MIN_MS = -30_610_224_000_000  # 1000-01-01T00:00:00Z
-_MAX_MS = 253_370_764_799_999  # 9998-12-31T23:59:59.999Z
-
-
 def timestamp_ms(d: Mapping[str, Any], key: str, limits: Limits, default: int | None = None) -> int:
     """ISO-8601 (naive means UTC) or epoch seconds/milliseconds -> epoch milliseconds."""
     value = d.get(key)
@@ -204,6 +225,17 @@ def timestamp_ms(d: Mapping[str, Any], key: str, limits: Limits, default: int | 
         ms = _iso_to_ms(value, key)
     else:
         raise ValidationError(f"expected a timestamp, got {type(value).__name__}", key)
+    return _in_range(ms, key, limits)
+
+
+# what ``iso`` formats as four-digit years, with room for a derived period end (start + 1 h):
+# reachable only with very wide age/future limits
+_MIN_MS = -30_610_224_000_000  # 1000-01-01T00:00:00Z
+_MAX_MS = 253_370_764_799_999  # 9998-12-31T23:59:59.999Z
+
+
+def _in_range(ms: int, key: str, limits: Limits) -> int:
+    """The range check of ``timestamp_ms``: ``ms`` neither too far in the future nor in the past."""
     if not _MIN_MS <= ms <= _MAX_MS:
         raise ValidationError("is out of range for a timestamp (years 1000 to 9998)", key)
     now_s = limits.now()
@@ -214,9 +246,20 @@ def timestamp_ms(d: Mapping[str, Any], key: str, limits: Limits, default: int | 
     return ms
 
 
+def _iso_of(raw: Any, ms: int) -> str:
+    """``iso(ms)``, remembered in _STAMPS when ``ms`` was parsed from ``raw``, a non-empty string."""
+    out = iso(ms)
+    if type(raw) is str and raw and len(raw) <= _MEMO_KEY_MAX:
+        if len(_STAMPS) >= _MEMO_SIZE:
+            _STAMPS.clear()
+        _STAMPS[raw] = (ms, out)
+    return out
+
+
 _MEMO_SIZE = 4096  # entries of each memo (timestamps parsed, days formatted); cleared when full
 _MEMO_KEY_MAX = 64  # characters of a memoised timestamp string (padding is not kept in memory)
 _ISO_MS: dict[str, int] = {}  # ISO-8601 string -> epoch milliseconds (successful parses only)
+_STAMPS: dict[str, tuple[int, str]] = {}  # timestamp string -> its milliseconds and their iso()
 
 
 def _iso_to_ms(value: str, key: str) -> int:
@@ -228,9 +271,14 @@ def _iso_to_ms(value: str, key: str) -> int:
         dt = datetime.fromisoformat(s)
     except ValueError:
         raise ValidationError(f"{value[:40]!r} is not an ISO-8601 timestamp", key) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+    if dt.tzinfo is None:  # taken as UTC: what ``dt.replace(tzinfo=UTC).timestamp()`` computes,
+        # (the microseconds since the epoch divided by 10**6), without the slow replace()
+        return int((dt - _EPOCH) / _SECOND * 1000)
     return int(dt.timestamp() * 1000)
+
+
+_EPOCH = datetime(1970, 1, 1)
+_SECOND = timedelta(seconds=1)
 
 
 _DAY_MS = 86_400_000
@@ -289,9 +337,181 @@ def _currency(d: Mapping[str, Any], limits: Limits) -> str:
 # -- the three event kinds ------------------------------------------------------------------------
 
 
+class _FieldMemo(dict[tuple[Any, ...], tuple[str, ...]]):
+    """Raw values of an event kind's low-cardinality string fields -> their validated values.
+
+    The key is the tuple of the raw values (from a decoded JSON document only, whose values are
+    str, int, float, bool, None, list or dict): a stored key holds only str (of at most MAX_TEXT
+    characters) and None, so it equals no tuple holding anything else, and a list or dict makes the
+    key unhashable (no lookup). An entry is stored only after the whole event passed; the
+    currency is kept upper-cased but is checked against the limits on every call.
+    """
+
+    def __init__(self, fields: tuple[str, ...]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def lookup(self, key: tuple[Any, ...]) -> tuple[str, ...] | None:
+        """The validated values for ``key`` (the raw values of ``fields``, in order), if known."""
+        try:
+            return self.get(key)
+        except TypeError:  # a list or an object among them
+            return None
+
+    def remember(self, key: tuple[Any, ...], out: Mapping[str, Any]) -> None:
+        if all(v is None or (type(v) is str and len(v) <= MAX_TEXT) for v in key):
+            if len(self) >= _MEMO_SIZE:
+                self.clear()
+            self[key] = tuple(out[f] for f in self.fields)
+
+
+def _known(
+    raw: bytes | str | Mapping[str, Any],
+    limits: Limits,
+    memo: _FieldMemo,
+    parse: Callable[[Mapping[str, Any], Limits], dict[str, Any]],
+) -> tuple[tuple[str, ...] | None, dict[str, Any]]:
+    """``(memoised string fields, decoded document)``, or ``(None, the full parse)`` when unknown.
+
+    Only a decoded JSON document is looked up (its values are JSON types, see _FieldMemo); a
+    mapping given directly is always parsed in full. A full parse of a document is remembered.
+    """
+    if not isinstance(raw, bytes | str):
+        return None, parse(_obj(raw), limits)
+    d: dict[str, Any] = load_json(raw, limits)
+    _obj(d)  # a JSON object, else ValidationError
+    key = tuple(map(d.get, memo.fields))
+    known = memo.lookup(key)
+    if known is not None:
+        return known, d
+    out = parse(d, limits)
+    memo.remember(key, out)
+    return None, out
+
+
+def _event_time(d: Mapping[str, Any], limits: Limits) -> tuple[int, Any, tuple[int, str] | None]:
+    """``timestamp_ms(d, "timestamp")``, the raw value, and its memo entry if it had one.
+
+    A timestamp string seen before comes with its milliseconds and its iso(); its range is checked
+    against the clock again.
+    """
+    raw_ts = d.get("timestamp")
+    stamp = _STAMPS.get(raw_ts) if type(raw_ts) is str else None
+    ts = timestamp_ms(d, "timestamp", limits) if stamp is None else _in_range(stamp[0], "timestamp", limits)
+    return ts, raw_ts, stamp
+
+
+_COST_MEMO = _FieldMemo(
+    (
+        "service",
+        "region",
+        "charge_category",
+        "provider",
+        "event_type",
+        "currency",
+        "business_unit",
+        "project_id",
+        "environment",
+        "account_id",
+        "source",
+    )
+)
+_BUSINESS_MEMO = _FieldMemo(("event_type", "feature", "action", "currency", "business_unit", "source"))
+_RESOURCE_MEMO = _FieldMemo(
+    ("service", "region", "metric", "business_unit", "project_id", "environment", "provider", "source")
+)
+
+
 def parse_cost(raw: bytes | str | Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     """Validate one cost event (the article's CostEvent plus provider, currency, periods)."""
-    d = _obj(load_json(raw, limits) if isinstance(raw, bytes | str) else raw)
+    # These string fields repeat from event to event (a few services, regions, units...): once a
+    # combination has passed, its validated values are looked up (_FieldMemo, keyed by the raw
+    # values of _COST_MEMO.fields). Everything else (ids, times, amounts, the currency against the
+    # limits, the clock) is checked on every call, in the order of _parse_cost.
+    known, d = _known(raw, limits, _COST_MEMO, _parse_cost)
+    if known is None:
+        return d  # not memoised: the full parse
+    get = d.get
+    (
+        service,
+        region,
+        category,
+        provider,
+        event_type,
+        currency,
+        unit,
+        project_id,
+        environment,
+        account_id,
+        source,
+    ) = known
+    event_id = text(d, "event_id", ident=True)
+    # iso() of the timestamp is called where _parse_cost calls it (it can raise)
+    ts, raw_ts, stamp = _event_time(d, limits)
+    amount = money(d, "cost_amount", limits)
+    if amount < 0 and category not in NEGATIVE_OK:
+        raise ValidationError(
+            "is negative; only credit, refund, adjustment or correction charges may be", "cost_amount"
+        )
+    raw_start = get("charge_period_start")
+    start_stamp = _STAMPS.get(raw_start) if type(raw_start) is str else None
+    if start_stamp is not None:
+        start = _in_range(start_stamp[0], "charge_period_start", limits)
+    elif raw_start is None:  # what timestamp_ms returns for a missing value: the default, unchecked
+        start = ts
+    else:
+        start = timestamp_ms(d, "charge_period_start", limits, ts)
+    raw_end = get("charge_period_end")
+    end_stamp = _STAMPS.get(raw_end) if type(raw_end) is str else None
+    if end_stamp is not None:
+        end = _in_range(end_stamp[0], "charge_period_end", limits)
+    elif raw_end is None:
+        end = start + 3_600_000
+    else:
+        end = timestamp_ms(d, "charge_period_end", limits, start + 3_600_000)
+    if end < start:
+        raise ValidationError("ends before charge_period_start", "charge_period_end")
+    ts_iso = _iso_of(raw_ts, ts) if stamp is None else stamp[1]
+    amount_str = _amount_str(amount)
+    if currency not in limits.currencies:
+        raise ValidationError(f"unknown currency {currency!r}", "currency")
+    resource_id = text(d, "resource_id", f"{service}_{region}")
+    if start_stamp is not None:
+        start_iso = start_stamp[1]
+    else:
+        start_iso = ts_iso if start == ts else _iso_of(raw_start, start)
+    if end_stamp is not None:
+        end_iso = end_stamp[1]
+    elif end == start:
+        end_iso = start_iso
+    else:
+        end_iso = _iso_of(raw_end, end)
+    return {
+        "event_id": event_id,
+        "timestamp": ts_iso,
+        "ts_ms": ts,
+        "event_type": event_type,
+        "service": service,
+        "region": region,
+        "cost_amount": amount_str,
+        "currency": currency,
+        "resource_id": resource_id,
+        "business_unit": unit,
+        "project_id": project_id,
+        "environment": environment,
+        "provider": provider,
+        "account_id": account_id,
+        "charge_category": category,
+        "charge_period_start": start_iso,
+        "charge_period_end": end_iso,
+        "source": source,
+        "schema_version": SCHEMA_VERSION,
+        "metadata": _metadata(d),
+    }
+
+
+def _parse_cost(d: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
+    """``parse_cost`` by the field helpers: the first event of a combination, and every Mapping."""
     event_id = text(d, "event_id", ident=True)
     ts = timestamp_ms(d, "timestamp", limits)
     service = text(d, "service")
@@ -337,7 +557,37 @@ def parse_cost(raw: bytes | str | Mapping[str, Any], limits: Limits) -> dict[str
 
 def parse_business(raw: bytes | str | Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     """Validate one business event (the article's BusinessEvent plus currency and source)."""
-    d = _obj(load_json(raw, limits) if isinstance(raw, bytes | str) else raw)
+    known, d = _known(raw, limits, _BUSINESS_MEMO, _parse_business)
+    if known is None:
+        return d  # not memoised: the full parse
+    event_type, feature, action, currency, unit, source = known
+    ts, raw_ts, stamp = _event_time(d, limits)
+    revenue = money(d, "revenue_impact", limits, Decimal(0))
+    event_id = text(d, "event_id", ident=True)
+    ts_iso = _iso_of(raw_ts, ts) if stamp is None else stamp[1]
+    user_id = text(d, "user_id", "anonymous")
+    revenue_str = _amount_str(revenue)
+    if currency not in limits.currencies:
+        raise ValidationError(f"unknown currency {currency!r}", "currency")
+    return {
+        "event_id": event_id,
+        "timestamp": ts_iso,
+        "ts_ms": ts,
+        "event_type": event_type,
+        "user_id": user_id,
+        "feature": feature,
+        "action": action,
+        "revenue_impact": revenue_str,
+        "currency": currency,
+        "business_unit": unit,
+        "source": source,
+        "schema_version": SCHEMA_VERSION,
+        "metadata": _metadata(d),
+    }
+
+
+def _parse_business(d: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
+    """``parse_business`` by the field helpers: the first event of a combination, and every Mapping."""
     ts = timestamp_ms(d, "timestamp", limits)
     revenue = money(d, "revenue_impact", limits, Decimal(0))
     return {
@@ -390,7 +640,46 @@ def _utilisation(d: Mapping[str, Any]) -> float:
 
 def parse_resource(raw: bytes | str | Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     """Validate one utilisation sample (ResourceEvent; the article's shape is accepted too)."""
-    d = _obj(load_json(raw, limits) if isinstance(raw, bytes | str) else raw)
+    known, d = _known(raw, limits, _RESOURCE_MEMO, _parse_resource)
+    if known is None:
+        return d  # not memoised: the full parse
+    get = d.get
+    service, region, metric, unit, project_id, environment, provider, source = known
+    ts, raw_ts, stamp = _event_time(d, limits)
+    meta = _metadata(d)
+    hourly = get("hourly_cost", meta.get("hourly_cost"))
+    event_id = text(d, "event_id", ident=True)
+    ts_iso = _iso_of(raw_ts, ts) if stamp is None else stamp[1]
+    resource_id = text(d, "resource_id")
+    resource_type = text(d, "resource_type", str(meta.get("resource_type") or "instance"))
+    instance_type = text(d, "instance_type", str(meta.get("instance_type") or ""))
+    utilisation = _utilisation(d)
+    hourly_str = _amount_str(money({"hourly_cost": hourly}, "hourly_cost", limits, Decimal(0)))
+    return {
+        "event_id": event_id,
+        "timestamp": ts_iso,
+        "ts_ms": ts,
+        "resource_id": resource_id,
+        "resource_type": resource_type,
+        "instance_type": instance_type,
+        "metric": metric,
+        "utilisation": utilisation,
+        "hourly_cost": hourly_str,
+        "service": service,
+        "region": region,
+        "business_unit": unit,
+        "project_id": project_id,
+        "environment": environment,
+        "provider": provider,
+        "stateless": bool(get("stateless", meta.get("stateless", False))),
+        "source": source,
+        "schema_version": SCHEMA_VERSION,
+        "metadata": meta,
+    }
+
+
+def _parse_resource(d: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
+    """``parse_resource`` by the field helpers: the first sample of a combination, and every Mapping."""
     ts = timestamp_ms(d, "timestamp", limits)
     meta = _metadata(d)
     service = text(d, "service", "ec2")
