@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from finops_app.core.validate import iso
+from finops_app.core.windows import all_windows
 
 OFFSET_KEY = b"__faust\x00offset__"
 _DB = re.compile(r"^(?P<table>.+)-(?P<partition>\d+)\.db$")
@@ -74,7 +75,8 @@ def window_rows(key: str, value: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per open or retained window of a unit_state value."""
     rows = []
     for family, name in (("w", "cost"), ("r", "roi")):
-        for start, w in sorted((value.get(family) or {}).items(), key=lambda kv: int(kv[0])):
+        held = all_windows(value, family) if family in value else {}
+        for start, w in sorted(held.items(), key=lambda kv: int(kv[0])):
             rows.append(
                 {
                     "business_unit": key,

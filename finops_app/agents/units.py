@@ -24,7 +24,7 @@ from finops_app.context import Context
 from finops_app.core import budget as budget_core
 from finops_app.core.money import q4s
 from finops_app.core.validate import iso
-from finops_app.core.windows import Closed, WindowSpec, add, close, next_due, roi
+from finops_app.core.windows import Closed, WindowSpec, add, reopen, roi, settle, settle_due
 from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,8 @@ def register(ctx: Context, clock: Clock) -> None:
                 latest_produce = max(latest_produce, produced)
             if max_ts:
                 sources.observe_source(prec, partition, source_id(env), max_ts)
+            reopen(totals, st, "w", [str(k) for k in wsum])  # late events for emitted windows
+            reopen(rois, st, "r", [str(k) for k in rsum])
             for wstart, (cost, n) in wsum.items():
                 add(st["w"], str(wstart), cost=cost, cost_events=n)
             for rstart, (cost, n, revenue, nr) in rsum.items():
@@ -164,14 +166,14 @@ def register(ctx: Context, clock: Clock) -> None:
         for unit in set(states) | set(due_units):
             st = states.get(unit) or table.get(unit) or new_unit()
             states[unit] = st
-            for c in close(totals, st["w"], wm):
+            for c in settle(totals, st, "w", wm):
                 await ctx.send(topics.aggregations, unit, orjson.dumps(window_total(unit, c, st["cur"])))
                 metrics.inc("events_out_total", labels={"topic": topics.aggregations.get_topic_name()})
-            for c in close(rois, st["r"], wm):
+            for c in settle(rois, st, "r", wm):
                 await ctx.send(topics.roi, unit, orjson.dumps(roi_result(unit, c)))
                 metrics.inc("events_out_total", labels={"topic": topics.roi.get_topic_name()})
             await _budget_alerts(unit, st, wm)
-            due = [d for d in (next_due(totals, st["w"]), next_due(rois, st["r"])) if d is not None]
+            due = [d for d in (settle_due(totals, st, "w"), settle_due(rois, st, "r")) if d is not None]
             if due:
                 prec["due"][unit] = min(due)
             else:

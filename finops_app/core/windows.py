@@ -13,6 +13,16 @@ after their end; an event older than that is refused (the caller dead-letters it
 
 The functions mutate the dict they are given (callers pass a copy loaded from the table) and
 never touch I/O, so exactness is tested here without Kafka.
+
+**Open and archived windows.** A window emitted and unchanged since is only kept to absorb a late
+event until it expires (a day by default: 288 five-minute windows per unit). Kept among the open
+windows, every batch would decode, re-encode and scan all of them. ``settle`` therefore moves them
+into an *archive* inside the same state value: one JSON string field (``<field>a``, decoded only
+when a window enters or leaves it) plus its earliest expiry (``<field>x``). A late event for an
+archived window takes it back first (``reopen``), so its correction has the full totals and the
+next revision. Archive and open windows live in one table value, so they are written atomically
+with the unit's source offsets. A value from before the archive (emitted windows among the open
+ones) is moved over by its next ``settle``.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 Windows = dict[str, dict[str, Any]]
 
@@ -124,3 +136,64 @@ def roi(cost: Decimal, revenue: Decimal) -> float | None:
     if cost == 0:
         return None
     return float((revenue - cost) / cost)
+
+
+def archive_of(state: dict[str, Any], field: str) -> Windows:
+    """The archived windows of ``state[field]`` (decoded; empty when there are none)."""
+    raw = state.get(field + "a")
+    return orjson.loads(raw) if raw else {}
+
+
+def all_windows(state: dict[str, Any], field: str) -> Windows:
+    """Open and archived windows of ``state[field]`` together (for views and tests)."""
+    return {**archive_of(state, field), **state[field]}
+
+
+def _store_archive(spec: WindowSpec, state: dict[str, Any], field: str, archive: Windows) -> None:
+    if archive:
+        state[field + "a"] = orjson.dumps(archive).decode()
+        state[field + "x"] = min(spec.expire_at(int(k)) for k in archive)
+    else:
+        state.pop(field + "a", None)
+        state.pop(field + "x", None)
+
+
+def reopen(spec: WindowSpec, state: dict[str, Any], field: str, keys: list[str]) -> None:
+    """Move the archived windows among ``keys`` back to the open ones (late events for them)."""
+    if not state.get(field + "a"):
+        return
+    open_windows = state[field]
+    missing = [k for k in keys if k not in open_windows]
+    if not missing:
+        return
+    archive = archive_of(state, field)
+    moved = [k for k in missing if k in archive]
+    if moved:
+        for k in moved:
+            open_windows[k] = archive.pop(k)
+        _store_archive(spec, state, field, archive)
+
+
+def settle(spec: WindowSpec, state: dict[str, Any], field: str, watermark: int) -> list[Closed]:
+    """``close`` the open windows of ``state[field]``; archive the emitted ones, expire archived ones."""
+    windows = state[field]
+    out = close(spec, windows, watermark)
+    emitted = [k for k, w in windows.items() if not w["dirty"] and w["rev"] > 0]
+    expiry = state.get(field + "x")
+    if emitted or (expiry is not None and expiry <= watermark):
+        archive = archive_of(state, field)
+        for k in emitted:
+            archive[k] = windows.pop(k)
+        for k in [k for k in archive if spec.expire_at(int(k)) <= watermark]:
+            del archive[k]
+        _store_archive(spec, state, field, archive)
+    return out
+
+
+def settle_due(spec: WindowSpec, state: dict[str, Any], field: str) -> int | None:
+    """The earliest watermark at which ``settle`` has work: an open window's, or the archive's expiry."""
+    due = next_due(spec, state[field])
+    expiry: int | None = state.get(field + "x")
+    if expiry is None:
+        return due
+    return expiry if due is None else min(due, expiry)

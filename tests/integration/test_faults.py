@@ -38,6 +38,7 @@ import orjson
 
 from finops_app import kafka, topics
 from finops_app.config import Settings
+from finops_app.core.windows import all_windows
 from finops_app.sinks.migrate import run_migrations
 from tests.support.faults import (
     PrivateBroker,
@@ -563,8 +564,8 @@ async def test_soak_memory_and_state_stay_flat(settings_factory, worker_factory)
                 state.append(
                     (
                         elapsed,
-                        {u: len(v["w"]) for u, v in found.items()},
-                        {u: len(v["r"]) for u, v in found.items()},
+                        {u: len(all_windows(v, "w")) for u, v in found.items()},
+                        {u: len(all_windows(v, "r")) for u, v in found.items()},
                         sum(len(orjson.dumps(v)) for v in found.values()),
                     )
                 )

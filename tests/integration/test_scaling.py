@@ -58,6 +58,7 @@ import pytest
 
 from finops_app import kafka, topics
 from finops_app.config import Settings
+from finops_app.core.windows import all_windows
 from tests.support.faults import (
     assigned,
     free_port,
@@ -160,7 +161,7 @@ def metric(worker: Worker, name: str) -> float:
 def windows_of(value: dict[str, Any] | None) -> dict[str, tuple[Decimal, int]] | None:
     if value is None:
         return None
-    return {k: (Decimal(w["c"]), int(w["nc"])) for k, w in value["w"].items()}
+    return {k: (Decimal(w["c"]), int(w["nc"])) for k, w in all_windows(value, "w").items()}
 
 
 async def wait_state(settings: Settings, want: dict[str, dict[str, tuple[Decimal, int]]]) -> dict[str, Any]:
