@@ -41,7 +41,10 @@ def demo_traffic(
     end = now - now % (5 * MINUTE_MS) - 10 * MINUTE_MS
     start = end - int(hours * HOUR_MS)
     at = end - 20 * MINUTE_MS  # well after the detector's warm-up (30 points and one hour of event time)
-    spike = demo.Incident("spike", at, end, "ec2", "ecommerce", 60.0, "ec2-ecommerce-0")
+    # 60 times the resource's cost at average traffic, whatever the hour and day: a fixed 60x of a
+    # Saturday-night level stayed under FINOPS_ANOMALY_MIN_AMOUNT's $0.5 excess and never alerted
+    magnitude = 60.0 / demo.traffic(at, demo.GROWTH_FROM_MS)
+    spike = demo.Incident("spike", at, end, "ec2", "ecommerce", magnitude, "ec2-ecommerce-0")
     events = [
         (topic, key, value)
         for n, (topic, key, value) in enumerate(demo.generate(start, end, seed=11, incidents=[spike]))
