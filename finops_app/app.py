@@ -11,7 +11,7 @@ import sys
 
 import faust
 
-from finops_app import faust_fixes, faust_restore, faust_seek, gc_tuning, kafka, topics
+from finops_app import faust_fetch, faust_fixes, faust_restore, faust_seek, gc_tuning, kafka, topics
 from finops_app.config import Settings, faust_env_overrides
 from finops_app.context import Context
 from finops_app.core.validate import Limits
@@ -26,6 +26,7 @@ def create_app(settings: Settings) -> faust.App:
     faust_fixes.install(settings.faust_fast_delivery)
     faust_seek.install()  # always: records were lost on failover without it (faust_seek.py)
     faust_restore.install()  # bulk changelog restore; off per worker with FINOPS_RESTORE_BULK_SECONDS=0
+    faust_fetch.install()  # FINOPS_FETCH_MIN_BYTES for the worker's consumer (1: Faust's own)
     overriding = faust_env_overrides()
     if overriding:
         logger.warning("Faust environment variables %s override FINOPS_ settings", ", ".join(overriding))
@@ -43,7 +44,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_linger_ms=5,
+        producer_linger=settings.producer_linger_ms / 1000,
         stream_buffer_maxsize=8192,
         # The group leader assigns only topics in its metadata: topics created just before it joined
         # can be missing there, and then every member gets nothing until the next refresh

@@ -175,6 +175,18 @@ class Settings:
         "record; 0 leaves it all to Faust (finops_app/faust_restore.py).",
         group="stream",
     )
+    fetch_min_bytes: int = _f(
+        1,
+        "Bytes a fetch of the worker's Faust consumer waits for, at most FINOPS_BATCH_WITHIN_SECONDS "
+        "(Faust waited up to 1.5 s, which stalled live traffic); 1 answers as soon as there is a "
+        "record (finops_app/faust_fetch.py).",
+        group="stream",
+    )
+    producer_linger_ms: int = _f(
+        5,
+        "How long the producer gathers records before it sends a request (Kafka's linger.ms).",
+        group="stream",
+    )
     gc_threshold: int = _f(
         20_000,
         "Young-generation threshold of Python's garbage collector (0 keeps Python's 700). Larger means "
@@ -349,6 +361,10 @@ class Settings:
         for name in ("window_seconds", "roi_window_seconds", "batch_size", "topic_partitions"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.fetch_min_bytes < 1 or self.producer_linger_ms < 0:
+            raise ConfigError(
+                f"{ENV_PREFIX}FETCH_MIN_BYTES must be 1 or more and {ENV_PREFIX}PRODUCER_LINGER_MS 0 or more"
+            )
         if self.gc_threshold < 0:
             raise ConfigError(f"{ENV_PREFIX}GC_THRESHOLD must be 0 (Python's default) or more")
         if self.restore_bulk_seconds < 0:
