@@ -26,7 +26,7 @@ def create_app(settings: Settings) -> faust.App:
     faust_fixes.install(settings.faust_fast_delivery)
     faust_seek.install()  # always: records were lost on failover without it (faust_seek.py)
     faust_restore.install()  # bulk changelog restore; off per worker with FINOPS_RESTORE_BULK_SECONDS=0
-    faust_fetch.install()  # FINOPS_FETCH_MIN_BYTES for the worker's consumer (1: Faust's own)
+    faust_fetch.install()  # the worker consumer's fetch wait: FINOPS_BATCH_WITHIN_SECONDS, not 1.5 s
     overriding = faust_env_overrides()
     if overriding:
         logger.warning("Faust environment variables %s override FINOPS_ settings", ", ".join(overriding))

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from finops_app.faust_patch import wrap
+
 _originals: dict[str, Any] = {}
 
 
 def _create_worker_consumer(self: Any, transport: Any) -> Any:
-    consumer = _originals["create_worker_consumer"](self, transport)
+    consumer = _originals["_create_worker_consumer"](self, transport)
     ctx = getattr(self.app, "finops", None)
     if ctx is not None:
         # read by AIOKafkaConsumer.start() when it builds its Fetcher
@@ -34,10 +36,7 @@ def install() -> None:
     """Wrap Faust's ``AIOKafkaConsumerThread._create_worker_consumer`` (idempotent)."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    if AIOKafkaConsumerThread._create_worker_consumer is _create_worker_consumer:
-        return
-    _originals["create_worker_consumer"] = AIOKafkaConsumerThread._create_worker_consumer
-    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+    wrap(AIOKafkaConsumerThread, "_create_worker_consumer", _create_worker_consumer, _originals)
 
 
 def installed() -> bool:

@@ -34,6 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from finops_app.faust_patch import wrap
 from finops_app.kafka import client_kwargs
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,9 @@ async def restore(
     started = time.monotonic()
     deadline = started + budget_s
     total = sum(last - start + 1 for start, last in todo.values())
+    logger.info(
+        "Bulk restore of %d changelog records in %d partitions (at most %.0f s)", total, len(todo), budget_s
+    )
     consumer = consumer_factory(
         group_id=None,
         enable_auto_commit=False,
@@ -177,26 +181,16 @@ async def _build_offsets(self: Any, consumer: Any, tps: Any, destination: Any, t
         todo = plan(tps, destination, self.active_highwaters, self.tp_to_table)
         if todo:
             budget = min(settings.restore_bulk_seconds, TIMEOUT_SHARE * self.app.conf.broker_request_timeout)
-            self.log.info(
-                "Bulk restore of %d changelog records in %d partitions (at most %.0f s)",
-                sum(last - start + 1 for start, last in todo.values()),
-                len(todo),
-                budget,
-            )
             stats = await restore(settings, todo, self.tp_to_table, destination, budget)
             ctx.metrics.inc("restore_bulk_records_total", stats["records"])
-            ctx.extras.setdefault("bulk_restores", []).append(stats)
-    await _originals["build_offsets"](self, consumer, tps, destination, title)
+    await _originals["_build_offsets"](self, consumer, tps, destination, title)
 
 
 def install() -> None:
     """Wrap Faust's ``Recovery._build_offsets`` (idempotent)."""
     from faust.tables.recovery import Recovery
 
-    if Recovery._build_offsets is _build_offsets:
-        return
-    _originals["build_offsets"] = Recovery._build_offsets
-    Recovery._build_offsets = _build_offsets  # type: ignore[method-assign]
+    wrap(Recovery, "_build_offsets", _build_offsets, _originals)
 
 
 def installed() -> bool:

@@ -41,6 +41,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from finops_app.faust_patch import wrap
+
 logger = logging.getLogger(__name__)
 
 _originals: dict[str, Any] = {}
@@ -94,10 +96,7 @@ def install() -> None:
     from faust.tables.recovery import Recovery
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    if AIOKafkaConsumerThread.seek_to_committed is _seek_to_committed:
-        return
-    _originals["seek_to_committed"] = AIOKafkaConsumerThread.seek_to_committed
-    AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed  # type: ignore[method-assign]
+    wrap(AIOKafkaConsumerThread, "seek_to_committed", _seek_to_committed, _originals)
     Recovery._resume_streams = _resume_streams  # type: ignore[method-assign]
 
 

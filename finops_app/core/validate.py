@@ -389,16 +389,18 @@ def _known(
     return None, out
 
 
-def _event_time(d: Mapping[str, Any], limits: Limits) -> tuple[int, Any, tuple[int, str] | None]:
-    """``timestamp_ms(d, "timestamp")``, the raw value, and its memo entry if it had one.
+def _stamped(
+    d: Mapping[str, Any], limits: Limits, key: str = "timestamp", default: int | None = None
+) -> tuple[int, Any, tuple[int, str] | None]:
+    """``timestamp_ms(d, key, limits, default)``, the raw value, and its memo entry if it had one.
 
     A timestamp string seen before comes with its milliseconds and its iso(); its range is checked
     against the clock again.
     """
-    raw_ts = d.get("timestamp")
-    stamp = _STAMPS.get(raw_ts) if type(raw_ts) is str else None
-    ts = timestamp_ms(d, "timestamp", limits) if stamp is None else _in_range(stamp[0], "timestamp", limits)
-    return ts, raw_ts, stamp
+    raw = d.get(key)
+    stamp = _STAMPS.get(raw) if type(raw) is str else None
+    ms = timestamp_ms(d, key, limits, default) if stamp is None else _in_range(stamp[0], key, limits)
+    return ms, raw, stamp
 
 
 _COST_MEMO = _FieldMemo(
@@ -431,7 +433,6 @@ def parse_cost(raw: bytes | str | Mapping[str, Any], limits: Limits) -> dict[str
     known, d = _known(raw, limits, _COST_MEMO, _parse_cost)
     if known is None:
         return d  # not memoised: the full parse
-    get = d.get
     (
         service,
         region,
@@ -447,28 +448,14 @@ def parse_cost(raw: bytes | str | Mapping[str, Any], limits: Limits) -> dict[str
     ) = known
     event_id = text(d, "event_id", ident=True)
     # iso() of the timestamp is called where _parse_cost calls it (it can raise)
-    ts, raw_ts, stamp = _event_time(d, limits)
+    ts, raw_ts, stamp = _stamped(d, limits)
     amount = money(d, "cost_amount", limits)
     if amount < 0 and category not in NEGATIVE_OK:
         raise ValidationError(
             "is negative; only credit, refund, adjustment or correction charges may be", "cost_amount"
         )
-    raw_start = get("charge_period_start")
-    start_stamp = _STAMPS.get(raw_start) if type(raw_start) is str else None
-    if start_stamp is not None:
-        start = _in_range(start_stamp[0], "charge_period_start", limits)
-    elif raw_start is None:  # what timestamp_ms returns for a missing value: the default, unchecked
-        start = ts
-    else:
-        start = timestamp_ms(d, "charge_period_start", limits, ts)
-    raw_end = get("charge_period_end")
-    end_stamp = _STAMPS.get(raw_end) if type(raw_end) is str else None
-    if end_stamp is not None:
-        end = _in_range(end_stamp[0], "charge_period_end", limits)
-    elif raw_end is None:
-        end = start + 3_600_000
-    else:
-        end = timestamp_ms(d, "charge_period_end", limits, start + 3_600_000)
+    start, raw_start, start_stamp = _stamped(d, limits, "charge_period_start", ts)
+    end, raw_end, end_stamp = _stamped(d, limits, "charge_period_end", start + 3_600_000)
     if end < start:
         raise ValidationError("ends before charge_period_start", "charge_period_end")
     ts_iso = _iso_of(raw_ts, ts) if stamp is None else stamp[1]
@@ -561,7 +548,7 @@ def parse_business(raw: bytes | str | Mapping[str, Any], limits: Limits) -> dict
     if known is None:
         return d  # not memoised: the full parse
     event_type, feature, action, currency, unit, source = known
-    ts, raw_ts, stamp = _event_time(d, limits)
+    ts, raw_ts, stamp = _stamped(d, limits)
     revenue = money(d, "revenue_impact", limits, Decimal(0))
     event_id = text(d, "event_id", ident=True)
     ts_iso = _iso_of(raw_ts, ts) if stamp is None else stamp[1]
@@ -645,7 +632,7 @@ def parse_resource(raw: bytes | str | Mapping[str, Any], limits: Limits) -> dict
         return d  # not memoised: the full parse
     get = d.get
     service, region, metric, unit, project_id, environment, provider, source = known
-    ts, raw_ts, stamp = _event_time(d, limits)
+    ts, raw_ts, stamp = _stamped(d, limits)
     meta = _metadata(d)
     hourly = get("hourly_cost", meta.get("hourly_cost"))
     event_id = text(d, "event_id", ident=True)
