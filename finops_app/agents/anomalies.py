@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import SourceClock, fresh, source_id
+from finops_app.agents.common import SourceClock, agent_batching, fresh_items, groups
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import costseries, detector
@@ -67,15 +67,17 @@ def register(ctx: Context, clock: Clock) -> None:
             if env["k"] == "tick":
                 wm = max(wm, env["wm"])
                 continue
-            service = decode_key(event.message.key)
-            st = states.get(service) or table.get(service) or costseries.new_service()
-            states[service] = st
-            items, repeats = fresh(st, env)
-            if repeats:
-                metrics.inc("duplicates_skipped_total", repeats, labels={"agent": "cost_anomalies"})
-            if items:
-                batch.setdefault(service, []).extend((body, produced) for _, produced, body in items)
-                sources.observe_source(prec, partition, source_id(env), max(b["ts_ms"] for _, _, b in items))
+            key = None if "g" in env else decode_key(event.message.key)
+            for _, src, spart, service, group in groups(env, key):
+                st = states.get(service) or table.get(service) or costseries.new_service()
+                states[service] = st
+                src_id = f"{src}{spart}"
+                items, repeats = fresh_items(st, src_id, group)
+                if repeats:
+                    metrics.inc("duplicates_skipped_total", repeats, labels={"agent": "cost_anomalies"})
+                if items:
+                    batch.setdefault(service, []).extend((body, produced) for _, produced, body in items)
+                    sources.observe_source(prec, partition, src_id, max(b["ts_ms"] for _, _, b in items))
         for service, observed in batch.items():  # one update per service and batch
             metrics.inc("events_applied_total", len(observed), labels={"agent": "cost_anomalies"})
             await emit(costseries.observe_many(states[service], observed, cfg, now_ms))
@@ -97,10 +99,18 @@ def register(ctx: Context, clock: Clock) -> None:
         latest = max((prec.get("src") or {}).values(), default=wm) if states else None
         clock.observe(topics.by_service.get_topic_name(), partition, wm, latest)
 
+    BUSY = {"agent": "cost_anomalies"}  # time spent on batches (the rest of the time it waited)
+
+    take_max, take_within = agent_batching(settings)
+
     @app.agent(topics.by_service, name="cost_anomalies")
     async def cost_anomalies(stream: Any) -> None:
         """EWMA anomaly detection per service, (service, unit) and (service, region)."""
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+        async for batch in stream.take_events(take_max, within=take_within):
+            started = time.perf_counter()
             for partition, events in by_partition(batch).items():
                 with event_context(events[-1]):
                     await process(partition, events)
+            metrics.inc("agent_busy_seconds_total", time.perf_counter() - started, labels=BUSY)
+            metrics.inc("agent_batches_total", labels=BUSY)
+            metrics.inc("agent_records_total", len(batch), labels=BUSY)

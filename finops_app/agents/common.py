@@ -6,6 +6,7 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -55,57 +56,124 @@ def envelope_at(
     )
 
 
-def unpack(env: dict[str, Any]) -> list[dict[str, Any]]:
-    """The events of an internal record, each shaped like a single envelope.
+def groups(env: dict[str, Any], key: Any = None) -> list[tuple[str, str, int, Any, list[Any]]]:
+    """``(kind, source tag, source partition, key, items)`` of every group in an internal record.
 
-    A batch envelope ``{"k", "s", "p", "b": [[offset, produce ms, event], ...]}`` carries the
-    events of one source partition for one key, in offset order; a single envelope carries one.
+    Three shapes reach the stream agents: a partition envelope ``{"k": "grp", "g": [[kind, source,
+    source partition, key, [[offset, produce ms, event], ...]], ...]}`` (what intake sends: every key
+    of one destination partition in one record), a batch envelope ``{"k", "s", "p", "b": [...]}``
+    (one key, the record's own) and a single envelope ``{"k", "s", "p", "o", "t", "e"}`` (the
+    restatement ledger's); ``key`` is the record's key, used by the last two.
     """
+    grouped = env.get("g")
+    if grouped is not None:
+        return [(g[0], g[1], g[2], g[3], g[4]) for g in grouped]
     items = env.get("b")
     if items is None:
+        items = [[env["o"], env["t"], env["e"]]]
+    return [(env["k"], env.get("s") or env["k"][0], env["p"], key, items)]
+
+
+def unpack(env: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of an internal record, each shaped like a single envelope (plus ``key``)."""
+    if env.get("g") is None and env.get("b") is None:
         return [env]
-    kind, src, part = env["k"], env.get("s") or env["k"][0], env["p"]
-    return [{"k": kind, "s": src, "p": part, "o": o, "t": t, "e": e} for o, t, e in items]
+    return [
+        {"k": kind, "s": src, "p": part, "o": o, "t": t, "e": e, "key": key}
+        for kind, src, part, key, items in groups(env)
+        for o, t, e in items
+    ]
+
+
+GROUPED = "grp"  # kind of a partition envelope
+_Group = tuple[str, str, int, str]  # kind, source tag, source partition, key
 
 
 class Outbox:
-    """Validated events of one batch, grouped by (topic, key, source partition) into batch envelopes.
+    """Validated events of one batch, as few records as the destination partitions allow.
 
-    The intake service sends one record per group instead of one per event: downstream agents then
-    pay Faust's per-record delivery once per group (bench/profile.md), while every event keeps its
-    own source offset, so ``first_delivery`` still counts each event exactly once.
+    With ``partition_of`` (topic, key -> the partition the producer's partitioner gives that key),
+    every key of one destination partition goes into one *partition envelope*, sent to that
+    partition: downstream agents pay Faust's per-record delivery once per partition and batch, not
+    once per key, which at moderate rates (a few events per key and batch) was most of their CPU.
+    Each group keeps its key, source partition and every event's own source offset, so ``fresh``
+    still counts each event exactly once, and table changelogs stay co-partitioned (a key always
+    lands on the partition its hash gives). Without it (partitions unknown), one record per key.
     """
 
-    def __init__(self) -> None:
-        self._groups: dict[tuple[Any, str, str, str, int], list[bytes]] = {}
+    def __init__(self, partition_of: Callable[[Any, str], int | None] | None = None) -> None:
+        self._partition_of = partition_of
+        # (topic, destination partition or None, key if no partition) -> group -> items
+        self._slots: dict[tuple[Any, int | None, str | None], dict[_Group, list[bytes]]] = {}
 
     def add(
         self, topic: Any, key: str, kind: str, partition: int, item: bytes, source: str | None = None
     ) -> None:
-        group = (topic, key, kind, source or kind[0], partition)
-        items = self._groups.get(group)
+        dest = self._partition_of(topic, key) if self._partition_of is not None else None
+        slot = (topic, dest, None if dest is not None else key)
+        groups_ = self._slots.get(slot)
+        if groups_ is None:
+            groups_ = self._slots[slot] = {}
+        group = (kind, source or kind[0], partition, key)
+        items = groups_.get(group)
         if items is None:
-            self._groups[group] = [item]
+            groups_[group] = [item]
         else:
             items.append(item)
 
-    def records(self) -> list[tuple[Any, str, bytes]]:
-        """(topic, key, value) of every batch envelope, chunked to at most BATCH_MAX_BYTES."""
-        out: list[tuple[Any, str, bytes]] = []
-        for (topic, key, kind, source, partition), items in self._groups.items():
-            head = (
-                b'{"k":' + orjson.dumps(kind) + b',"s":' + orjson.dumps(source) + b',"p":%d,"b":[' % partition
-            )
-            chunk: list[bytes] = []
+    def records(self) -> list[tuple[Any, str | None, bytes, int | None]]:
+        """(topic, key, value, partition) of every envelope, chunked to at most BATCH_MAX_BYTES.
+
+        A group larger than the limit continues in the next record of the same partition (sent in
+        order, so its events stay in offset order); a single bigger event still goes alone.
+        """
+        out: list[tuple[Any, str | None, bytes, int | None]] = []
+        for (topic, dest, key), groups_ in self._slots.items():
+            parts: list[bytes] = []  # encoded groups of the record being filled
             size = 0
-            for item in items:
-                if chunk and size + len(item) > BATCH_MAX_BYTES:
-                    out.append((topic, key, head + b",".join(chunk) + b"]}"))
-                    chunk, size = [], 0
-                chunk.append(item)
-                size += len(item) + 1
-            out.append((topic, key, head + b",".join(chunk) + b"]}"))
+            for (kind, source, partition, gkey), items in groups_.items():
+                head = b"[%b,%b,%d,%b,[" % (
+                    orjson.dumps(kind),
+                    orjson.dumps(source),
+                    partition,
+                    orjson.dumps(gkey),
+                )
+                chunk: list[bytes] = []
+                for item in items:
+                    if (chunk or parts) and size + len(head) + len(item) > BATCH_MAX_BYTES:
+                        if chunk:
+                            parts.append(head + b",".join(chunk) + b"]]")
+                        out.append((topic, key, _grouped(parts), dest))
+                        parts, chunk, size = [], [], 0
+                    chunk.append(item)
+                    size += len(item) + 1
+                parts.append(head + b",".join(chunk) + b"]]")
+                size += len(head) + 3
+            if parts:
+                out.append((topic, key, _grouped(parts), dest))
         return out
+
+
+AGENT_BATCH_WAIT_S = 0.01  # longest wait of a stream agent for more records once it is idle
+
+
+def agent_batching(settings: Any) -> tuple[int, float]:
+    """``(max records, within seconds)`` for ``take_events`` of an agent reading intake's envelopes.
+
+    Faust's ``take_events`` yields when it holds ``max_`` records or ``within`` has passed since
+    the previous batch; records that arrive while a batch is processed wait in the stream's queue
+    and move into the next batch in well under a millisecond. Intake already batched the events (a
+    record is a partition envelope of up to a whole intake batch), so the agent should take what is
+    there and not wait for more: with ``batch_within`` (50 ms) every batch waited that long and
+    the worker idled (bench: 0.6 cores busy while the agents fell behind); with a small record count
+    it wrote its tables once per record (1.5x the CPU per event). A short wait and a large count
+    give batches of whatever has arrived, and at most this wait when the agent is idle.
+    """
+    return settings.batch_size, min(settings.batch_within_seconds, AGENT_BATCH_WAIT_S)
+
+
+def _grouped(parts: list[bytes]) -> bytes:
+    return b'{"k":"' + GROUPED.encode() + b'","g":[' + b",".join(parts) + b"]}"
 
 
 def source_id(env: dict[str, Any]) -> str:
@@ -113,17 +181,10 @@ def source_id(env: dict[str, Any]) -> str:
     return f"{env.get('s') or env['k'][0]}{env['p']}"
 
 
-def fresh(state: dict[str, Any], env: dict[str, Any]) -> tuple[list[Any], int]:
-    """The events of an internal record not yet applied to ``state``, and how many were repeats.
-
-    ``[offset, produce ms, event]`` each, in offset order; records the new high-water mark in
-    ``state["h"]`` (mutates it), exactly as ``first_delivery`` would event by event.
-    """
-    items = env.get("b")
-    if items is None:
-        items = ((env["o"], env["t"], env["e"]),)
+def fresh_items(state: dict[str, Any], src: str, items: Sequence[Any]) -> tuple[list[Any], int]:
+    """The items (``[offset, produce ms, event]``, in offset order) of source ``src`` not yet applied
+    to ``state``, and how many were repeats; moves the high-water mark ``state["h"][src]``."""
     marks = state["h"]
-    src = source_id(env)
     hwm = start = marks.get(src, -1)
     out = []
     for item in items:
@@ -133,6 +194,18 @@ def fresh(state: dict[str, Any], env: dict[str, Any]) -> tuple[list[Any], int]:
     if hwm != start:
         marks[src] = hwm
     return out, len(items) - len(out)
+
+
+def fresh(state: dict[str, Any], env: dict[str, Any]) -> tuple[list[Any], int]:
+    """The events of a batch or single envelope not yet applied to ``state``, and how many were repeats.
+
+    ``[offset, produce ms, event]`` each, in offset order; records the new high-water mark in
+    ``state["h"]`` (mutates it), exactly as ``first_delivery`` would event by event.
+    """
+    items = env.get("b")
+    if items is None:
+        items = ((env["o"], env["t"], env["e"]),)
+    return fresh_items(state, source_id(env), items)
 
 
 def first_delivery(state: dict[str, Any], env: dict[str, Any]) -> bool:

@@ -53,6 +53,7 @@ Route = Callable[[Outbox, Any, dict[str, Any]], Awaitable[Any]]
 SERIES_FIELDS = ("service", "ts_ms", "cost_amount", "business_unit", "region", "resource_id")
 MAX_PENDING_BATCHES = 16  # batches sent but not yet acknowledged before the loop waits
 COMMIT_INTERVAL_S = 0.5
+_BUSY = {"agent": "intake"}
 
 
 class Intake:
@@ -76,6 +77,38 @@ class Intake:
             topics.resource_events.get_topic_name(): ("resource_intake", parse_resource, self._resource),
         }
 
+        self._grouped = (topics.by_unit, topics.by_service)  # topics that get partition envelopes
+        self._dest: dict[tuple[Any, str], tuple[int, int]] = {}  # (topic, key) -> (partitions, partition)
+
+    async def _partition_of(self) -> Callable[[Any, str], int | None] | None:
+        """Where the producer's partitioner puts a key of by-unit/by-service, from its metadata now.
+
+        Memoised per key and partition count (a topic that grew gets its keys placed again, as
+        the producer would); None (one record per key) while the metadata is unknown.
+        """
+        counts: dict[Any, list[int]] = {}
+        for topic in self._grouped:
+            parts = await self.ctx.partitions(topic)
+            if parts is None:
+                return None
+            counts[topic] = parts
+        dest, partitioner = self._dest, self.ctx.partitioner()
+
+        def partition_of(topic: Any, key: str) -> int | None:
+            parts = counts.get(topic)
+            if parts is None:
+                return None
+            known = dest.get((topic, key))
+            if known is not None and known[0] == len(parts):
+                return known[1]
+            partition: int = partitioner(key.encode(), parts, parts)
+            if len(dest) >= 100_000:
+                dest.clear()
+            dest[(topic, key)] = (len(parts), partition)
+            return partition
+
+        return partition_of
+
     @property
     def topic_names(self) -> list[str]:
         return list(self.routes)
@@ -83,7 +116,7 @@ class Intake:
     async def process(self, records: Sequence[Any]) -> list[Any]:
         """Validate and route ``records`` (any topics, each partition in offset order)."""
         ctx, metrics, limits = self.ctx, self.ctx.metrics, self.ctx.limits
-        outbox = Outbox()
+        outbox = Outbox(await self._partition_of())
         futures: list[Any] = []
         counts: dict[str, int] = {}
         for rec in records:
@@ -99,8 +132,8 @@ class Intake:
             sent = await route(outbox, rec, body)
             if sent is not None:
                 futures.append(sent)
-        for topic, key, value in outbox.records():
-            futures.append(await ctx.send(topic, key, value))
+        for topic, key, value, partition in outbox.records():
+            futures.append(await ctx.send(topic, key, value, partition))
         for topic, n in counts.items():
             metrics.inc("events_in_total", n, labels={"topic": topic})
             metrics.inc("batches_total", labels={"agent": self.routes[topic][0]})
@@ -236,8 +269,10 @@ class IntakeService(Service):
                 await self._advance(force=False)
 
     async def _process(self, batch: dict[Any, list[Any]]) -> None:
+        started = time.perf_counter()
         records = [m for msgs in batch.values() for m in msgs]
         futures = await self.intake.process(records)
+        self.ctx.metrics.inc("agent_busy_seconds_total", time.perf_counter() - started, labels=_BUSY)
         self._pending.append(
             _Batch(
                 futures=futures,

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import SourceClock, dead_letter, fresh, source_id
+from finops_app.agents.common import SourceClock, agent_batching, dead_letter, fresh_items, groups
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import budget as budget_core
@@ -76,6 +76,81 @@ def register(ctx: Context, clock: Clock) -> None:
     budgets = settings.budgets
     sources = SourceClock(settings.idle_timeout_seconds)
 
+    async def apply(
+        partition: int,
+        prec: dict[str, Any],
+        event: Any,
+        st: dict[str, Any],
+        kind: str,
+        src_id: str,
+        items: list[Any],
+        wm: int,
+        latest_produce: int,
+    ) -> int:
+        """Add one group's new events to the unit's windows; returns the latest produce time seen."""
+        wsum: dict[int, list[Any]] = {}  # window start -> [cost, events]: one update per window
+        rsum: dict[int, list[Any]] = {}  # ROI window start -> [cost, events, revenue, events]
+        msum: dict[str, Decimal] = {}  # month -> cost
+        max_ts = 0
+        for offset, produced, body in items:
+            ts = body["ts_ms"]
+            if st["cur"] is None:
+                st["cur"] = body["currency"]
+            elif body["currency"] != st["cur"]:
+                await dead_letter(
+                    ctx,
+                    event,
+                    f"currency {body['currency']} differs from {st['cur']} "
+                    "already used by this business unit; convert before sending",
+                    "window",
+                    raw=orjson.dumps([offset, produced, body]),
+                )
+                continue
+            wstart, rstart = ts - ts % w_size, ts - ts % r_size
+            if totals.expire_at(wstart) <= wm or rois.expire_at(rstart) <= wm:
+                # older than the retained windows: the live view cannot correct them any more;
+                # the event still reaches Snowflake (the sink reads this topic), where history is kept
+                metrics.inc("late_beyond_retention_total", labels={"agent": "unit_windows"})
+                continue
+            r = rsum.get(rstart)
+            if r is None:
+                r = rsum[rstart] = [_ZERO, 0, _ZERO, 0]
+            if kind == "cost":
+                amount = Decimal(body["cost_amount"])
+                w = wsum.get(wstart)
+                if w is None:
+                    wsum[wstart] = [amount, 1]
+                else:
+                    w[0] += amount
+                    w[1] += 1
+                r[0] += amount
+                r[1] += 1
+                month = _month(ts)
+                msum[month] = msum.get(month, _ZERO) + amount
+            else:
+                r[2] += Decimal(body["revenue_impact"])
+                r[3] += 1
+            max_ts = max(max_ts, ts)
+            latest_produce = max(latest_produce, produced)
+        if max_ts:
+            sources.observe_source(prec, partition, src_id, max_ts)
+        reopen(totals, st, "w", [str(k) for k in wsum])  # late events for emitted windows
+        reopen(rois, st, "r", [str(k) for k in rsum])
+        for wstart, (cost, n) in wsum.items():
+            add(st["w"], str(wstart), cost=cost, cost_events=n)
+        for rstart, (cost, n, revenue, nr) in rsum.items():
+            add(
+                st["r"],
+                str(rstart),
+                cost=cost if n else None,
+                revenue=revenue if nr else None,
+                cost_events=n,
+                revenue_events=nr,
+            )
+        for month, cost in msum.items():
+            _add_month(st, month, cost)
+        return latest_produce
+
     async def process(partition: int, events: list[Any]) -> None:
         pkey = partition_key(partition)
         prec = table.get(pkey) or {"wm": 0, "due": {}}
@@ -88,77 +163,20 @@ def register(ctx: Context, clock: Clock) -> None:
             if env["k"] == "tick":
                 wm = max(wm, env["wm"])
                 continue
-            unit = decode_key(event.message.key)
-            st = states.get(unit) or table.get(unit) or new_unit()
-            states[unit] = st
-            items, repeats = fresh(st, env)
-            if repeats:
-                metrics.inc("duplicates_skipped_total", repeats, labels={"agent": "unit_windows"})
-            if not items:
-                continue
-            applied += len(items)
-            kind = env["k"]
-            wsum: dict[int, list[Any]] = {}  # window start -> [cost, events]: one update per window
-            rsum: dict[int, list[Any]] = {}  # ROI window start -> [cost, events, revenue, events]
-            msum: dict[str, Decimal] = {}  # month -> cost
-            max_ts = 0
-            for offset, produced, body in items:
-                ts = body["ts_ms"]
-                if st["cur"] is None:
-                    st["cur"] = body["currency"]
-                elif body["currency"] != st["cur"]:
-                    await dead_letter(
-                        ctx,
-                        event,
-                        f"currency {body['currency']} differs from {st['cur']} "
-                        "already used by this business unit; convert before sending",
-                        "window",
-                        raw=orjson.dumps([offset, produced, body]),
-                    )
+            key = None if "g" in env else decode_key(event.message.key)
+            for kind, src, spart, unit, group in groups(env, key):
+                st = states.get(unit) or table.get(unit) or new_unit()
+                states[unit] = st
+                src_id = f"{src}{spart}"
+                items, repeats = fresh_items(st, src_id, group)
+                if repeats:
+                    metrics.inc("duplicates_skipped_total", repeats, labels={"agent": "unit_windows"})
+                if not items:
                     continue
-                wstart, rstart = ts - ts % w_size, ts - ts % r_size
-                if totals.expire_at(wstart) <= wm or rois.expire_at(rstart) <= wm:
-                    # older than the retained windows: the live view cannot correct them any more;
-                    # the event still reaches Snowflake (the sink reads this topic), where history is kept
-                    metrics.inc("late_beyond_retention_total", labels={"agent": "unit_windows"})
-                    continue
-                r = rsum.get(rstart)
-                if r is None:
-                    r = rsum[rstart] = [_ZERO, 0, _ZERO, 0]
-                if kind == "cost":
-                    amount = Decimal(body["cost_amount"])
-                    w = wsum.get(wstart)
-                    if w is None:
-                        wsum[wstart] = [amount, 1]
-                    else:
-                        w[0] += amount
-                        w[1] += 1
-                    r[0] += amount
-                    r[1] += 1
-                    month = _month(ts)
-                    msum[month] = msum.get(month, _ZERO) + amount
-                else:
-                    r[2] += Decimal(body["revenue_impact"])
-                    r[3] += 1
-                max_ts = max(max_ts, ts)
-                latest_produce = max(latest_produce, produced)
-            if max_ts:
-                sources.observe_source(prec, partition, source_id(env), max_ts)
-            reopen(totals, st, "w", [str(k) for k in wsum])  # late events for emitted windows
-            reopen(rois, st, "r", [str(k) for k in rsum])
-            for wstart, (cost, n) in wsum.items():
-                add(st["w"], str(wstart), cost=cost, cost_events=n)
-            for rstart, (cost, n, revenue, nr) in rsum.items():
-                add(
-                    st["r"],
-                    str(rstart),
-                    cost=cost if n else None,
-                    revenue=revenue if nr else None,
-                    cost_events=n,
-                    revenue_events=nr,
+                applied += len(items)
+                latest_produce = await apply(
+                    partition, prec, event, st, kind, src_id, items, wm, latest_produce
                 )
-            for month, cost in msum.items():
-                _add_month(st, month, cost)
         if applied:
             metrics.inc("events_applied_total", applied, labels={"agent": "unit_windows"})
         wm = sources.watermark(prec, partition, wm)
@@ -223,10 +241,18 @@ def register(ctx: Context, clock: Clock) -> None:
             await ctx.send(topics.budget_alerts, unit, orjson.dumps(alert))
             metrics.inc("events_out_total", labels={"topic": topics.budget_alerts.get_topic_name()})
 
+    BUSY = {"agent": "unit_windows"}  # time spent on batches (the rest of the time it waited)
+
+    take_max, take_within = agent_batching(settings)
+
     @app.agent(topics.by_unit, name="unit_windows")
     async def unit_windows(stream: Any) -> None:
         """Window totals, ROI and budgets per business unit."""
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+        async for batch in stream.take_events(take_max, within=take_within):
+            started = time.perf_counter()
             for partition, events in by_partition(batch).items():
                 with event_context(events[-1]):
                     await process(partition, events)
+            metrics.inc("agent_busy_seconds_total", time.perf_counter() - started, labels=BUSY)
+            metrics.inc("agent_batches_total", labels=BUSY)
+            metrics.inc("agent_records_total", len(batch), labels=BUSY)

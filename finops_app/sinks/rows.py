@@ -299,6 +299,7 @@ RESULT_TABLES: dict[str, tuple[str, dict[str, str]]] = {
     ),
 }
 
+GROUPED_KIND = "grp"  # a partition envelope (agents/common.py GROUPED)
 ENVELOPE_TOPICS: dict[str, dict[str, str | None]] = {
     t.BY_UNIT: {"cost": COST_EVENTS, "biz": BUSINESS_EVENTS, "tick": None},
     t.BY_RESOURCE: {"res": RESOURCE_EVENTS, "tick": None},
@@ -401,6 +402,16 @@ def event_row(table: str, event: dict[str, Any], partition: int | None, offset: 
 def _envelope(topic: str, env: dict[str, Any]) -> Mapped:
     kinds = ENVELOPE_TOPICS[topic]
     kind = env.get("k")
+    if kind == GROUPED_KIND:  # a partition envelope: [[kind, source, source partition, key, items], ...]
+        grouped = env.get("g")
+        if not isinstance(grouped, list) or not all(isinstance(g, list) and len(g) == 5 for g in grouped):
+            raise ValidationError(
+                "partition envelope groups must be [kind, source, partition, key, items]", "g"
+            )
+        out: Mapped = []
+        for gkind, source, partition, _, items in grouped:
+            out.extend(_envelope(topic, {"k": gkind, "s": source, "p": partition, "b": items}))
+        return out
     if kind not in kinds:
         raise ValidationError(f"unknown envelope kind {kind!r} on {topic}", "k")
     table = kinds[kind]

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from finops_app import kafka, topics
+from finops_app.agents.common import groups
 from finops_app.agents.intake import Intake
 from finops_app.core.validate import Limits, iso, parse_cost
 
@@ -42,12 +43,13 @@ async def test_cost_intake_routes_valid_and_dead_letters_invalid(app_factory) ->
         b"\xff\xfe not utf-8",
     )
     await Intake(ctx).process(batch)
-    ((unit_key, unit_env),) = sent.records[topics.BY_UNIT]
-    assert unit_key == "analytics" and unit_env["k"] == "cost"
-    ((offset, _, body),) = unit_env["b"]  # a batch envelope with the one valid event
+    ((unit_key, unit_env),) = sent.records[topics.BY_UNIT]  # no producer here: keyed records
+    ((kind, src, part, key, items),) = groups(unit_env)
+    assert (unit_key, kind, src, part, key) == ("analytics", "cost", "c", 0, "analytics")
+    ((offset, _, body),) = items  # the one valid event, with its source offset
     assert offset == 0 and body["cost_amount"] == "1.5"
-    ((svc_key, _),) = sent.records[topics.BY_SERVICE]
-    assert svc_key == "rds"
+    ((svc_key, svc_env),) = sent.records[topics.BY_SERVICE]
+    assert svc_key == "rds" and [g[3] for g in groups(svc_env)] == ["rds"]
     dead = sent.on(topics.DEADLETTER)
     assert [d["error"] for d in dead] == [
         "cost_amount: must be finite",

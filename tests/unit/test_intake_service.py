@@ -14,9 +14,11 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 from finops_app import kafka, topics
-from finops_app.agents.intake import IntakeService
+from finops_app.agents.common import groups
+from finops_app.agents.intake import Intake, IntakeService
 from finops_app.app import create_app
 from finops_app.config import Settings
 
@@ -120,3 +122,58 @@ async def test_bad_records_are_dead_lettered_and_their_offsets_committed(service
     await svc._advance(force=True)
     assert svc._consumer.commits == [{tp0: 2}]
     assert svc.ctx.metrics.counters["deadletters_total"]
+
+
+async def test_envelopes_go_where_the_producers_partitioner_puts_each_key(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every key of a destination partition shares one record, on the partition a keyed send uses."""
+    app = create_app(Settings(data_dir=tmp_path))
+    ctx = app.finops  # type: ignore[attr-defined]
+    sent: list[tuple[str, Any, bytes, Any]] = []
+
+    async def send(topic: Any, key: Any, value: bytes, partition: Any = None) -> asyncio.Future[Any]:
+        sent.append((topic.get_topic_name(), key, value, partition))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def partitions(topic: Any) -> list[int]:
+        return [0, 1, 2, 3]
+
+    monkeypatch.setattr(ctx, "send", send)
+    monkeypatch.setattr(ctx, "partitions", partitions)
+    units = [f"unit-{i}" for i in range(12)]
+    records = [
+        SimpleNamespace(
+            topic=kafka.topic_name(ctx.settings, topics.COST_EVENTS),
+            partition=i % 2,
+            offset=100 + i,
+            timestamp=0,
+            key=None,
+            value=orjson.dumps(
+                {
+                    "event_id": f"e{i}",
+                    "timestamp": "2026-01-01 00:00:00",
+                    "service": f"svc-{i % 3}",
+                    "cost_amount": "1.5",
+                    "business_unit": units[i % len(units)],
+                }
+            ),
+        )
+        for i in range(48)
+    ]
+    await Intake(ctx).process(records)
+    expected = DefaultPartitioner()
+    by_unit = kafka.topic_name(ctx.settings, topics.BY_UNIT)
+    by_service = kafka.topic_name(ctx.settings, topics.BY_SERVICE)
+    seen: dict[str, list[int]] = {}
+    for topic, key, value, partition in sent:
+        assert topic in (by_unit, by_service) and key is None and partition in (0, 1, 2, 3)
+        for _, _, _, gkey, items in groups(orjson.loads(value)):
+            assert partition == expected(gkey.encode(), [0, 1, 2, 3], [0, 1, 2, 3]), gkey
+            seen.setdefault(gkey, []).extend(i[0] for i in items)
+    # one record per (topic, destination partition) that has keys, not one per key
+    assert len(sent) == len({(t, p) for t, _, _, p in sent}) < len(units) + 3
+    assert sorted(seen) == sorted([*units, "svc-0", "svc-1", "svc-2"])
+    assert sorted(o for u in units for o in seen[u]) == list(range(100, 148))

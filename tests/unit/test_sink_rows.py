@@ -11,8 +11,10 @@ import pytest
 
 from finops_app import models
 from finops_app import topics as t
+from finops_app.agents import common
 from finops_app.core.validate import Limits, parse_business, parse_cost
 from finops_app.errors import ValidationError
+from finops_app.sinks import rows as rows_mod
 from finops_app.sinks.loader import Column, converter, merge_sql
 from finops_app.sinks.rows import RAW_TABLES, RESULT_TABLES, SINK_TOPICS, TABLES, map_message
 from finops_app.sinks.service import OffsetTracker
@@ -79,6 +81,34 @@ def test_batch_envelope_becomes_one_row_per_event_with_its_own_offset() -> None:
     for broken in ([[1, 2]], [[1, 2, "not an object"]], {"a": 1}):
         with pytest.raises(ValidationError, match="batch envelope"):
             map_message(t.BY_UNIT, 0, 78, orjson.dumps({"k": "cost", "p": 4, "b": broken}))
+
+
+def test_partition_envelope_becomes_one_row_per_event_of_every_group() -> None:
+    first = parse_cost(ARTICLE_COST, LIMITS)
+    second = parse_cost({**ARTICLE_COST, "event_id": "cost_ec2_124", "business_unit": "ml"}, LIMITS)
+    biz = parse_business(
+        {"event_id": "b1", "timestamp": "2025-01-15 09:31:00", "revenue_impact": "19.99"}, LIMITS
+    )
+    value = orjson.dumps(
+        {
+            "k": "grp",
+            "g": [
+                ["cost", "c", 4, first["business_unit"], [[10, 1, first]]],
+                ["cost", "c", 5, "ml", [[3, 2, second]]],
+                ["biz", "b", 0, "ml", [[8, 2, biz]]],
+            ],
+        }
+    )
+    rows = map_message(t.BY_UNIT, 1, 77, value)
+    assert [(table, r["event_id"], r["source_partition"], r["source_offset"]) for table, r in rows] == [
+        ("finops_curated.cost_events", "cost_ec2_123", 4, 10),
+        ("finops_curated.cost_events", "cost_ec2_124", 5, 3),
+        ("finops_curated.business_events", "b1", 0, 8),
+    ]
+    for broken in ({"a": 1}, [["cost", "c", 4]], [["nope", "c", 4, "k", []]]):
+        with pytest.raises(ValidationError):
+            map_message(t.BY_UNIT, 0, 78, orjson.dumps({"k": "grp", "g": broken}))
+    assert rows_mod.GROUPED_KIND == common.GROUPED
 
 
 def test_business_envelope_tick_and_resource() -> None:
