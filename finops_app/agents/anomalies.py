@@ -37,6 +37,24 @@ def series_config(settings: Any) -> costseries.SeriesConfig:
     )
 
 
+def cold_key(service: str) -> str:
+    """Table key of the cold part of a service's series state (``costseries.split``)."""
+    return f"\x00cold/{service}"
+
+
+def load_service(table: Any, service: str) -> dict[str, Any]:
+    """A service's series state from its hot and cold table values."""
+    return costseries.join(table.get(service), table.get(cold_key(service)))
+
+
+def store_service(table: Any, service: str, state: dict[str, Any], loaded_version: int | None) -> None:
+    """Write the hot part, and first the cold part if it changed since it was loaded."""
+    hot, cold = costseries.split(state)
+    if cold["cv"] != loaded_version:
+        table[cold_key(service)] = cold  # before the hot part: a crash leaves it ahead, not behind
+    table[service] = hot
+
+
 def register(ctx: Context, clock: Clock) -> None:
     app, settings, topics, metrics = ctx.app, ctx.settings, ctx.topics, ctx.metrics
     table = ctx.tables.series_state
@@ -60,6 +78,15 @@ def register(ctx: Context, clock: Clock) -> None:
         prec = table.get(pkey) or {"wm": 0, "due": {}}
         wm_before = wm = prec["wm"]
         states: dict[str, dict[str, Any]] = {}
+        loaded: dict[str, int | None] = {}  # service -> cold version as loaded
+
+        def state_of(service: str) -> dict[str, Any]:
+            st = states.get(service)
+            if st is None:
+                st = states[service] = load_service(table, service)
+                loaded[service] = st.get("cv") if st["s"] else None
+            return st
+
         now_ms = int(time.time() * 1000)
         batch: dict[str, list[tuple[dict[str, Any], int]]] = {}  # service -> new events
         for event in events:
@@ -69,8 +96,7 @@ def register(ctx: Context, clock: Clock) -> None:
                 continue
             key = None if "g" in env else decode_key(event.message.key)
             for _, src, spart, service, group in groups(env, key):
-                st = states.get(service) or table.get(service) or costseries.new_service()
-                states[service] = st
+                st = state_of(service)
                 src_id = f"{src}{spart}"
                 items, repeats = fresh_items(st, src_id, group)
                 if repeats:
@@ -83,8 +109,7 @@ def register(ctx: Context, clock: Clock) -> None:
             await emit(costseries.observe_many(states[service], observed, cfg, now_ms))
         wm = sources.watermark(prec, partition, wm)
         for service in set(states) | {s for s, at in prec["due"].items() if at <= wm}:
-            st = states.get(service) or table.get(service) or costseries.new_service()
-            states[service] = st
+            st = state_of(service)
             await emit(costseries.advance(st, service, wm, cfg, now_ms))
             due = costseries.next_due(st, cfg)
             if due is None:
@@ -92,7 +117,7 @@ def register(ctx: Context, clock: Clock) -> None:
             else:
                 prec["due"][service] = due
         for service, st in states.items():
-            table[service] = st
+            store_service(table, service, st, loaded[service])
         if wm != wm_before or states or events:
             prec["wm"] = wm
             table[pkey] = prec

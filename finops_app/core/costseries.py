@@ -10,6 +10,17 @@ every record names the dimensions that drove the excess.
 
 Pure functions over JSON dicts: the agent loads the value, calls ``observe``/``advance`` and
 stores it back.
+
+**Hot and cold parts.** Every batch changes a series' open bucket sums, but its detector state
+(a daily profile of up to 96 bins, twice, per series: kilobytes) changes only when a bucket is
+scored or an incident moves. ``split`` cuts a service's state into the part every batch writes
+(open buckets, drivers, source offsets) and the cold part, with a version ``cv`` that every cold
+change bumps, so the agent writes the cold part (its own table key) only when it changed: the
+changelog then carries bytes in proportion to what changed, not the whole state per batch. The
+agent writes the cold part before the hot one (the same changelog partition, in order), so a
+crash between the two leaves a cold part one step ahead, never behind: replayed events of a
+bucket it already scored are skipped (``lb``), and ``advance`` drops such a bucket from the
+stale hot part instead of scoring it twice.
 """
 
 from __future__ import annotations
@@ -38,8 +49,51 @@ class SeriesConfig:
     params: detector.DetectorParams
 
 
+COLD_FIELDS = ("d", "lb", "inc", "bu", "re")  # per series: detector state, last scored bucket, incident
+
+
 def new_service() -> dict[str, Any]:
-    return {"s": {}, "dr": {}, "h": {}}
+    return {"s": {}, "dr": {}, "h": {}, "cv": 0}
+
+
+def cold_version(state: dict[str, Any]) -> int:
+    """Bumped by every change to the cold part (see ``split``)."""
+    return int(state.get("cv", 0))
+
+
+def _touch(state: dict[str, Any]) -> None:
+    state["cv"] = cold_version(state) + 1
+
+
+def split(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(hot, cold) parts of a service's state; ``join`` puts them back together."""
+    hot_series: dict[str, Any] = {}
+    cold_series: dict[str, Any] = {}
+    for key, ser in state["s"].items():
+        hot_series[key] = {f: v for f, v in ser.items() if f not in COLD_FIELDS}
+        cold_series[key] = {f: ser[f] for f in COLD_FIELDS if f in ser}
+    cv = cold_version(state)
+    hot = {**{f: v for f, v in state.items() if f != "s"}, "s": hot_series, "cv": cv}
+    return hot, {"cv": cv, "s": cold_series}
+
+
+def join(hot: dict[str, Any] | None, cold: dict[str, Any] | None) -> dict[str, Any]:
+    """A service's state from its stored parts (either may be missing; a value stored whole, from
+    before the split, is its own hot part). The cold part's version wins: it is never behind."""
+    if hot is None and cold is None:
+        return new_service()
+    if cold is None:
+        return hot  # type: ignore[return-value]
+    state = dict(hot) if hot is not None else {"dr": {}, "h": {}}
+    hot_series = state.get("s") or {}
+    series: dict[str, Any] = {}
+    for key, cold_ser in cold["s"].items():
+        ser = {"ob": {}, **hot_series.get(key, {})}
+        ser.update(cold_ser)
+        series[key] = ser
+    state["s"] = series
+    state["cv"] = cold["cv"]
+    return state
 
 
 def severity(deviation_percent: float | None) -> str:
@@ -137,6 +191,7 @@ def observe_many(
         ser = series.get(key)
         if ser is None:
             ser = series[key] = _new_series(bu, region)
+            _touch(state)
         if ser["lb"] is not None and bucket <= ser["lb"]:
             continue  # a late event for a bucket already scored: windows count it, detection skips it
         key_b = str(bucket)
@@ -177,6 +232,8 @@ def advance(
                 break
             value = float(Decimal(ser["ob"].pop(key_b)))
             produced = (ser.get("ot") or {}).pop(key_b, None)
+            if ser["lb"] is not None and bucket <= ser["lb"]:
+                continue  # scored already (a cold part ahead of its hot part, after a crash)
             out.extend(_finalize(state, service, key, ser, bucket, value, cfg, now_ms, produced))
     top = state["s"].get(service)
     open_buckets = top["ob"] if top is not None else {}
@@ -201,6 +258,7 @@ def _finalize(
     produced_ms: int | None,
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    _touch(state)
     if ser["lb"] is not None:
         gap = (bucket - ser["lb"]) // cfg.bucket_ms - 1
         for i in range(1, min(gap, MAX_ZERO_FILL) + 1):
@@ -262,6 +320,7 @@ def _record(
 ) -> dict[str, Any]:
     inc = ser["inc"]
     inc["rev"] += 1
+    _touch(state)
     deviation = (value - expected) / expected * 100 if expected > 1e-9 else None
     return {
         "anomaly_id": inc["id"],

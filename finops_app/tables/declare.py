@@ -2,8 +2,9 @@
 
 - ``unit_state``     key business_unit (and partition records): cost windows, ROI windows,
                      month spend and sent budget alerts, per-source offsets (idempotence).
-- ``series_state``   key service: EWMA detector state of every series of that service, open
-                     buckets and incidents.
+- ``series_state``   key service: open buckets, drivers and per-source offsets of every series
+                     of that service; key ``\x00cold/<service>``: their EWMA detector states and
+                     incidents, written only when they change (``core.costseries.split``).
 - ``resource_state`` key resource_id: bounded utilisation history for recommendations.
 
 None of them is a Faust windowed table: windows live inside the values and close by our own

@@ -15,6 +15,7 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
+from finops_app.agents.anomalies import load_service
 from finops_app.context import Context
 from finops_app.web import dashboard, queries
 from finops_app.web.results import ResultsConsumer
@@ -172,12 +173,12 @@ def register(ctx: Context) -> None:
     for path, fn in list_views(ctx).items():
         _list_view(ctx, path, fn)
     routes = (
-        (ctx.tables.unit_state, ctx.topics.by_unit),
-        (ctx.tables.series_state, ctx.topics.by_service),
-        (ctx.tables.resource_state, ctx.topics.by_resource),
+        (ctx.tables.unit_state, ctx.topics.by_unit, None),
+        (ctx.tables.series_state, ctx.topics.by_service, _series_value),
+        (ctx.tables.resource_state, ctx.topics.by_resource, None),
     )
-    for table, topic in routes:
-        _lookup_view(ctx, table, topic)
+    for table, topic, read in routes:
+        _lookup_view(ctx, table, topic, read)
     dashboard.register(ctx)
 
 
@@ -210,16 +211,24 @@ def _list_view(ctx: Context, path: str, fn: Callable[[ResultsConsumer, Request],
             return self.json(body)
 
 
-def _lookup_view(ctx: Context, table: Any, topic: Any) -> None:
+def _series_value(table: Any, key: str) -> Any:
+    """A service's whole series state: its hot value joined with its cold part (agents/anomalies.py)."""
+    if table.get(key) is None:
+        return None
+    return load_service(table, key)
+
+
+def _lookup_view(ctx: Context, table: Any, topic: Any, read: Callable[[Any, str], Any] | None = None) -> None:
     """A key of ``table``, answered by the worker that owns it. Keys live in the partition of the
     re-keyed stream topic that feeds the table (raw key bytes), so requests are routed by that
-    topic; ``table_route`` would hash the JSON-encoded key and pick the wrong worker."""
+    topic; ``table_route`` would hash the JSON-encoded key and pick the wrong worker. ``read``
+    assembles a value stored under several keys."""
     app = ctx.app
 
     @app.page(f"/finops/tables/{table.name}/{{key}}/")
     @app.topic_route(topic=topic, match_info="key")
     async def lookup(web: Any, request: Request, key: str) -> Response:
-        value = table.get(key)
+        value = table.get(key) if read is None else read(table, key)
         if value is None:
             return web.json({"table": table.name, "key": key, "found": False}, status=404)  # type: ignore[no-any-return]
         return web.json({"table": table.name, "key": key, "found": True, "value": value})  # type: ignore[no-any-return]
