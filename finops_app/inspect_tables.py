@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from finops_app.core.validate import iso
-from finops_app.core.windows import all_windows
+from finops_app.core.windows import ARCHIVE_PREFIX, all_windows
 
 OFFSET_KEY = b"__faust\x00offset__"
 _DB = re.compile(r"^(?P<table>.+)-(?P<partition>\d+)\.db$")
@@ -94,14 +94,21 @@ def window_rows(key: str, value: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def rows(data_dir: Path, table: str, key: str | None = None) -> list[dict[str, Any]]:
+    entries = list(read_table(data_dir, table))
+    archives: dict[str, Any] = {}
+    if table == "unit_state":
+        archives = {k[len(ARCHIVE_PREFIX) :]: v for _, k, v in entries if k.startswith(ARCHIVE_PREFIX)}
     out: list[dict[str, Any]] = []
-    for partition, k, value in read_table(data_dir, table):
+    for partition, k, value in entries:
         if key is not None and k != key:
             continue
+        if table == "unit_state" and k.startswith(ARCHIVE_PREFIX):
+            continue  # shown with its unit's windows
         if k.startswith("\x00"):
             out.append({"partition": partition, "key": k.replace("\x00", "\\0"), "value": value})
         elif table == "unit_state" and isinstance(value, dict):
-            out.extend({"partition": partition, **r} for r in window_rows(k, value))
+            whole = {**value, **(archives.get(k) or {})}
+            out.extend({"partition": partition, **r} for r in window_rows(k, whole))
         else:
             out.append({"partition": partition, "key": k, "value": value})
     return out

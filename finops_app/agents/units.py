@@ -24,7 +24,7 @@ from finops_app.context import Context
 from finops_app.core import budget as budget_core
 from finops_app.core.money import q4s
 from finops_app.core.validate import iso
-from finops_app.core.windows import Closed, WindowSpec, add, reopen, roi, settle, settle_due
+from finops_app.core.windows import ARCHIVE_PREFIX, Closed, WindowSpec, add, reopen, roi, settle, settle_due
 from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,51 @@ _ZERO = Decimal(0)
 
 def new_unit() -> dict[str, Any]:
     return {"w": {}, "r": {}, "h": {}, "cur": None, "m": {}, "ma": {}}
+
+
+ARCHIVE_FIELDS = ("wa", "wx", "ra", "rx")  # emitted windows and their expiry (core.windows.settle)
+
+
+def archive_key(unit: str) -> str:
+    """Table key of a unit's window archive, stored apart from its open windows and offsets."""
+    return f"{ARCHIVE_PREFIX}{unit}"
+
+
+def load_unit(table: Any, unit: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A unit's whole state from its value and its archive key, and the archive fields as loaded.
+
+    Each archive write carries a sequence number and the archive it replaced (``undo``), and the
+    value written after it carries the same number. An archive ahead of its value means the worker
+    died between the two writes (store_unit); the batch is then delivered again, so the archive
+    goes back to what it replaced and the replay starts from the state before that batch.
+    """
+    value = table.get(unit)
+    stored = table.get(archive_key(unit))
+    state = dict(value) if value is not None else new_unit()
+    if stored is None:
+        return state, {f: state[f] for f in ARCHIVE_FIELDS if f in state}  # never split yet
+    seq = state.get("aseq", 0)
+    archive = stored["undo"] if stored.get("aseq", 0) > seq else stored
+    for f in ARCHIVE_FIELDS:
+        state.pop(f, None)
+    loaded = {f: archive[f] for f in ARCHIVE_FIELDS if f in archive}
+    state.update(loaded)
+    state["aseq"] = seq
+    return state, loaded
+
+
+def store_unit(table: Any, unit: str, state: dict[str, Any], loaded: dict[str, Any]) -> None:
+    """Write the unit's value, and first its archive if ``settle`` changed it.
+
+    The archive holds up to a day of emitted windows: written with the value, every batch wrote the
+    whole day to the changelog. Now it goes to its own key when a window enters or leaves it.
+    """
+    archive = {f: state[f] for f in ARCHIVE_FIELDS if f in state}
+    value = {f: v for f, v in state.items() if f not in ARCHIVE_FIELDS}
+    if archive != loaded or ("aseq" not in state and archive):
+        value["aseq"] = state.get("aseq", 0) + 1
+        table[archive_key(unit)] = {**archive, "aseq": value["aseq"], "undo": loaded}
+    table[unit] = value
 
 
 def window_total(unit: str, c: Closed, currency: str | None) -> dict[str, Any]:
@@ -156,6 +201,15 @@ def register(ctx: Context, clock: Clock) -> None:
         prec = table.get(pkey) or {"wm": 0, "due": {}}
         wm_before = wm = prec["wm"]
         states: dict[str, dict[str, Any]] = {}
+        stored: dict[str, dict[str, Any]] = {}  # unit -> archive fields as loaded
+
+        def state_of(unit: str) -> dict[str, Any]:
+            st = states.get(unit)
+            if st is None:
+                st, stored[unit] = load_unit(table, unit)
+                states[unit] = st
+            return st
+
         latest_produce = 0
         applied = 0  # events counted (not skipped as already applied)
         for event in events:
@@ -165,8 +219,7 @@ def register(ctx: Context, clock: Clock) -> None:
                 continue
             key = None if "g" in env else decode_key(event.message.key)
             for kind, src, spart, unit, group in groups(env, key):
-                st = states.get(unit) or table.get(unit) or new_unit()
-                states[unit] = st
+                st = state_of(unit)
                 src_id = f"{src}{spart}"
                 items, repeats = fresh_items(st, src_id, group)
                 if repeats:
@@ -182,8 +235,7 @@ def register(ctx: Context, clock: Clock) -> None:
         wm = sources.watermark(prec, partition, wm)
         due_units = [u for u, at in prec["due"].items() if at <= wm]
         for unit in set(states) | set(due_units):
-            st = states.get(unit) or table.get(unit) or new_unit()
-            states[unit] = st
+            st = state_of(unit)
             for c in settle(totals, st, "w", wm):
                 await ctx.send(topics.aggregations, unit, orjson.dumps(window_total(unit, c, st["cur"])))
                 metrics.inc("events_out_total", labels={"topic": topics.aggregations.get_topic_name()})
@@ -197,7 +249,7 @@ def register(ctx: Context, clock: Clock) -> None:
             else:
                 prec["due"].pop(unit, None)
         for unit, st in states.items():
-            table[unit] = st
+            store_unit(table, unit, st, stored[unit])
         if wm != wm_before or states or events:
             prec["wm"] = wm
             table[pkey] = prec

@@ -20,9 +20,9 @@ windows, every batch would decode, re-encode and scan all of them. ``settle`` th
 into an *archive* inside the same state value: one JSON string field (``<field>a``, decoded only
 when a window enters or leaves it) plus its earliest expiry (``<field>x``). A late event for an
 archived window takes it back first (``reopen``), so its correction has the full totals and the
-next revision. Archive and open windows live in one table value, so they are written atomically
-with the unit's source offsets. A value from before the archive (emitted windows among the open
-ones) is moved over by its next ``settle``.
+next revision. A value from before the archive (emitted windows among the open ones) is moved over
+by its next ``settle``. The agent stores the archive under its own table key, written only when it
+changes (agents/units.py ``store_unit``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 Windows = dict[str, dict[str, Any]]
+ARCHIVE_PREFIX = "\x00archive/"  # table key prefix of a unit's archive (agents/units.py archive_key)
 
 
 @dataclass(frozen=True, slots=True)

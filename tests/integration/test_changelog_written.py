@@ -11,7 +11,9 @@ from typing import Any
 
 from finops_app import topics
 from finops_app.agents.anomalies import cold_key
+from finops_app.agents.units import archive_key, load_unit
 from finops_app.core import costseries
+from finops_app.core.windows import all_windows
 from tests.support.faults import table_from_changelog
 from tests.support.kafka import produce, read_topic
 
@@ -45,9 +47,11 @@ async def test_unit_and_series_state_changelogs_match_the_worker(settings_factor
         return body["value"]
 
     def whole(table: str, values: dict[str, Any], key: str) -> Any:
+        if key not in values:
+            return None
         if table == "series_state":  # a hot value per service plus its cold part, under its own key
             return costseries.join(values.get(key), values.get(cold_key(key)))
-        return values.get(key)
+        return load_unit(values, key)[0]  # a unit's value plus its window archive, under its own key
 
     for table, keys in (("unit_state", UNITS), ("series_state", SERVICES)):
         want = {k: served(table, k) for k in keys}
@@ -59,5 +63,6 @@ async def test_unit_and_series_state_changelogs_match_the_worker(settings_factor
         assert {k: whole(table, got, k) for k in keys} == want, table
         # the last written values carry every event: one high-water mark per source partition
         assert all(v["h"] for v in want.values()), want
-    # the detector's state went to its own key, once per change, not with every batch
+    # the detector's state and the emitted windows went to their own keys
     assert all(got[cold_key(s)]["s"][s]["d"]["n"] >= 1 for s in SERVICES)
+    assert all(len(all_windows(got[archive_key(u)] | {"w": {}}, "w")) >= 2 for u in UNITS)

@@ -57,6 +57,7 @@ from typing import Any
 import pytest
 
 from finops_app import kafka, topics
+from finops_app.agents.units import load_unit
 from finops_app.config import Settings
 from finops_app.core.windows import all_windows
 from tests.support.faults import (
@@ -167,11 +168,14 @@ def windows_of(value: dict[str, Any] | None) -> dict[str, tuple[Decimal, int]] |
 async def wait_state(settings: Settings, want: dict[str, dict[str, tuple[Decimal, int]]]) -> dict[str, Any]:
     """Wait until the unit_state changelog (what a new owner recovers) holds exactly ``want``."""
 
+    def unit(values: dict[str, Any], u: str) -> dict[str, Any] | None:
+        return load_unit(values, u)[0] if u in values else None  # its value and its window archive
+
     def done(values: dict[str, Any]) -> bool:
-        return all(windows_of(values.get(u)) == w for u, w in want.items())
+        return all(windows_of(unit(values, u)) == w for u, w in want.items())
 
     values = await table_from_changelog(settings, "unit_state", done, timeout=60)
-    got = {u: windows_of(values.get(u)) for u in want}
+    got = {u: windows_of(unit(values, u)) for u in want}
     assert got == want, f"unit_state never reached the expected windows:\n got {got}\nwant {want}"
     return values
 

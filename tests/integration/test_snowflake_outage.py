@@ -119,7 +119,7 @@ async def wait_costs(settings: Settings, want: int, timeout: float) -> tuple[Any
 
 
 async def by_unit_offsets(settings: Settings, event_ids: set[str], timeout: float = 60.0) -> dict[int, int]:
-    """Per by-unit partition, the lowest offset of a cost (batch) envelope carrying one of ``event_ids``
+    """Per by-unit partition, the lowest offset of an envelope carrying a cost event of ``event_ids``
     (read until every id was seen: the intake agent has re-keyed the whole batch)."""
     consumer = AIOKafkaConsumer(
         kafka.topic_name(settings, topics.BY_UNIT),
@@ -138,9 +138,11 @@ async def by_unit_offsets(settings: Settings, event_ids: set[str], timeout: floa
             for msgs in batch.values():
                 for m in msgs:
                     env = orjson.loads(m.value)
-                    if env.get("k") != "cost":
+                    if env.get("k") not in ("cost", "grp"):  # a batch or a partition envelope
                         continue
                     for item in unpack(env):
+                        if item["k"] != "cost":
+                            continue
                         eid = item["e"].get("event_id")
                         if eid in event_ids:
                             seen.add(eid)

@@ -1,4 +1,4 @@
-"""Emitted windows move to the archive inside the unit's value, and come back for late events.
+"""Emitted windows move to the archive (its own table key), and come back for late events.
 
 The archive only changes where emitted windows are kept: every sequence of events and watermarks
 must emit exactly what the plain open-windows layout (``close`` over one dict) emits.
@@ -7,8 +7,10 @@ must emit exactly what the plain open-windows layout (``close`` over one dict) e
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -143,4 +145,94 @@ def test_the_table_inspector_lists_archived_windows_too() -> None:
     assert [(r["window_start"], r["cost"], r["pending"]) for r in rows] == [
         ("1970-01-01T00:00:00.000Z", "1", False),
         ("1970-01-01T00:05:00.000Z", "2", True),
+    ]
+
+
+def agent_step(table: dict[str, Any], batch: list[tuple[int, str]], wm_new: int) -> list[Any]:
+    """What the unit agent does with a batch: the unit's state and archive from their two keys,
+    events in (a late one copies its window back), settle, then archive, value and watermark written
+    in that order."""
+    from finops_app.agents.units import load_unit, store_unit
+
+    wm = table.get("wm", 0)
+    state, stored = load_unit(table, "u")
+    state.setdefault("w", {})
+    for ts, amount in batch:
+        key = accept(SPEC, state["w"], ts, wm)
+        if key is not None:
+            reopen(SPEC, state, "w", [key])
+            add(state["w"], key, cost=Decimal(amount))
+    closed = settle(SPEC, state, "w", wm_new)
+    store_unit(table, "u", state, stored)
+    table["wm"] = wm_new
+    return [(c.start_ms, c.revision, c.cost, c.cost_events) for c in closed]
+
+
+BATCHES: list[tuple[list[tuple[int, str]], int]] = [
+    ([(10, "1"), (300_010, "2")], 360_000),  # window 0 closes and is archived
+    ([(600_010, "3")], 660_000),  # window 300,000 closes
+    ([(20, "4")], 700_000),  # late for archived window 0: a correction
+    ([(900_010, "5")], SPEC.expire_at(0)),  # window 0 expires from the archive
+    ([(30, "6"), (1_200_010, "7")], SPEC.expire_at(0) + 10),  # too late for window 0: refused
+    ([(1_500_010, "8")], SPEC.expire_at(300_000) + 1),
+]
+
+
+def run(crash_at: int | None) -> tuple[dict[str, Any], list[Any]]:
+    """Every batch; with ``crash_at``, the worker dies after that batch's archive write and before
+    its value and watermark writes, and the batch is delivered again."""
+    from finops_app.agents.units import archive_key
+
+    table: dict[str, Any] = {}
+    emitted: list[Any] = []
+    for i, (batch, wm_new) in enumerate(BATCHES):
+        before = {k: orjson.loads(orjson.dumps(v)) for k, v in table.items()}
+        emitted += agent_step(table, batch, wm_new)
+        if i == crash_at:
+            torn = before
+            if archive_key("u") in table:
+                torn[archive_key("u")] = table[archive_key("u")]  # only the first write got through
+            table = torn
+            emitted += agent_step(table, batch, wm_new)
+    return table, emitted
+
+
+def test_a_crash_between_the_archive_and_the_value_write_replays_exactly() -> None:
+    """The archive is written first and can be one batch ahead of the unit's value: it goes back to
+    what it replaced, so replaying the batch repeats records already sent (the same revision and
+    totals), never a different one, and ends in the state of a run without the crash."""
+    clean_table, clean = run(None)
+    assert [e[:3] for e in clean] == [
+        (0, 1, Decimal("1")),
+        (300_000, 1, Decimal("2")),
+        (0, 2, Decimal("5")),  # the correction of window 0
+        (600_000, 1, Decimal("3")),
+        (900_000, 1, Decimal("5")),
+        (1_200_000, 1, Decimal("7")),  # the event at 30 ms came too late for window 0: refused
+        (1_500_000, 1, Decimal("8")),
+    ]
+    for crash_at in range(len(BATCHES)):
+        table, emitted = run(crash_at)
+        assert table == clean_table, crash_at
+        assert set(emitted) == set(clean), crash_at  # repeats, nothing new
+
+
+def test_the_table_inspector_shows_a_units_archive_key_with_its_windows(monkeypatch: Any) -> None:
+    from finops_app import inspect_tables
+    from finops_app.agents.units import archive_key, load_unit, store_unit
+
+    table: dict[str, Any] = {}
+    state, loaded = load_unit(table, "ecommerce")
+    feed(state, 10, "1", 0)
+    feed(state, 300_010, "2", 0)
+    settle(SPEC, state, "w", 360_000)  # window 0 archived, 300,000 open
+    store_unit(table, "ecommerce", state, loaded)
+    assert "wa" not in table["ecommerce"] and "wa" in table[archive_key("ecommerce")]
+    monkeypatch.setattr(
+        inspect_tables, "read_table", lambda data_dir, name: [(3, k, v) for k, v in table.items()]
+    )
+    rows = inspect_tables.rows(Path("."), "unit_state")
+    assert [(r["partition"], r["business_unit"], r["cost"], r["pending"]) for r in rows] == [
+        (3, "ecommerce", "1", False),
+        (3, "ecommerce", "2", True),
     ]
