@@ -49,10 +49,10 @@ def load_service(table: Any, service: str) -> dict[str, Any]:
 
 def store_service(table: Any, service: str, state: dict[str, Any], loaded_version: int | None) -> None:
     """Write the hot part, and first the cold part if it changed since it was loaded."""
-    hot, cold = costseries.split(state)
-    if cold["cv"] != loaded_version:
-        table[cold_key(service)] = cold  # before the hot part: a crash leaves it ahead, not behind
-    table[service] = hot
+    if costseries.cold_version(state) != loaded_version:
+        # before the hot part: a crash leaves it ahead, not behind
+        table[cold_key(service)] = costseries.cold_part(state)
+    table[service] = costseries.hot_part(state)
 
 
 def register(ctx: Context, clock: Clock) -> None:

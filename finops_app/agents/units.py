@@ -24,7 +24,17 @@ from finops_app.context import Context
 from finops_app.core import budget as budget_core
 from finops_app.core.money import q4s
 from finops_app.core.validate import iso
-from finops_app.core.windows import ARCHIVE_PREFIX, Closed, WindowSpec, add, reopen, roi, settle, settle_due
+from finops_app.core.windows import (
+    ARCHIVE_PREFIX,
+    Closed,
+    LazyArchive,
+    WindowSpec,
+    add,
+    reopen,
+    roi,
+    settle,
+    settle_due,
+)
 from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
 
 logger = logging.getLogger(__name__)
@@ -35,7 +45,7 @@ def new_unit() -> dict[str, Any]:
     return {"w": {}, "r": {}, "h": {}, "cur": None, "m": {}, "ma": {}}
 
 
-ARCHIVE_FIELDS = ("wa", "wx", "ra", "rx")  # emitted windows and their expiry (core.windows.settle)
+ARCHIVE_FIELDS = ("wa", "ra")  # emitted windows (core.windows.settle); their expiries stay in the value
 
 
 def archive_key(unit: str) -> str:
@@ -43,8 +53,15 @@ def archive_key(unit: str) -> str:
     return f"{ARCHIVE_PREFIX}{unit}"
 
 
-def load_unit(table: Any, unit: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A unit's whole state from its value and its archive key, and the archive fields as loaded.
+class UnitState(LazyArchive):
+    """A unit's state as loaded by ``load_unit``: ``loaded`` is its archive as read (None: not read)."""
+
+    loaded: dict[str, Any] | None = None
+    legacy = False  # the archive was inside the value (stored before the split): move it out
+
+
+def load_unit(table: Any, unit: str) -> UnitState:
+    """A unit's state from its table value; its archive is read from its own key on first use.
 
     Each archive write carries a sequence number and the archive it replaced (``undo``), and the
     value written after it carries the same number. An archive ahead of its value means the worker
@@ -52,29 +69,45 @@ def load_unit(table: Any, unit: str) -> tuple[dict[str, Any], dict[str, Any]]:
     goes back to what it replaced and the replay starts from the state before that batch.
     """
     value = table.get(unit)
-    stored = table.get(archive_key(unit))
-    state = dict(value) if value is not None else new_unit()
-    if stored is None:
-        return state, {f: state[f] for f in ARCHIVE_FIELDS if f in state}  # never split yet
-    seq = state.get("aseq", 0)
-    archive = stored["undo"] if stored.get("aseq", 0) > seq else stored
-    for f in ARCHIVE_FIELDS:
-        state.pop(f, None)
-    loaded = {f: archive[f] for f in ARCHIVE_FIELDS if f in archive}
-    state.update(loaded)
-    state["aseq"] = seq
-    return state, loaded
+    state = UnitState(value if value is not None else new_unit())
+    if any(f in state for f in ARCHIVE_FIELDS):  # stored whole, before the split
+        state.loaded = {f: state[f] for f in ARCHIVE_FIELDS if f in state}
+        state.legacy = True
+        return state
+
+    def fetch() -> None:
+        stored = table.get(archive_key(unit)) or {}
+        if stored.get("aseq", 0) > state.get("aseq", 0):
+            stored = stored["undo"]
+        state.loaded = {f: stored[f] for f in ARCHIVE_FIELDS if f in stored}
+        state.update(state.loaded)
+        state.fetch_archive = None
+
+    state.fetch_archive = fetch
+    return state
 
 
-def store_unit(table: Any, unit: str, state: dict[str, Any], loaded: dict[str, Any]) -> None:
-    """Write the unit's value, and first its archive if ``settle`` changed it.
+def read_unit(table: Any, unit: str) -> dict[str, Any] | None:
+    """A unit's whole state, archive included (views, tests); None when the unit is unknown."""
+    if table.get(unit) is None:
+        return None
+    state = load_unit(table, unit)
+    if state.fetch_archive is not None:
+        state.fetch_archive()
+    return dict(state)
+
+
+def store_unit(table: Any, unit: str, state: UnitState) -> None:
+    """Write the unit's value, and first its archive if it was read and changed.
 
     The archive holds up to a day of emitted windows: written with the value, every batch wrote the
     whole day to the changelog. Now it goes to its own key when a window enters or leaves it.
     """
-    archive = {f: state[f] for f in ARCHIVE_FIELDS if f in state}
     value = {f: v for f, v in state.items() if f not in ARCHIVE_FIELDS}
-    if archive != loaded or ("aseq" not in state and archive):
+    archive = {f: state[f] for f in ARCHIVE_FIELDS if f in state}
+    # not read and now present: there was none (archive_of reads it whenever there is one)
+    loaded = state.loaded if state.loaded is not None else ({} if archive else None)
+    if loaded is not None and (archive != loaded or state.legacy):
         value["aseq"] = state.get("aseq", 0) + 1
         table[archive_key(unit)] = {**archive, "aseq": value["aseq"], "undo": loaded}
     table[unit] = value
@@ -200,14 +233,12 @@ def register(ctx: Context, clock: Clock) -> None:
         pkey = partition_key(partition)
         prec = table.get(pkey) or {"wm": 0, "due": {}}
         wm_before = wm = prec["wm"]
-        states: dict[str, dict[str, Any]] = {}
-        stored: dict[str, dict[str, Any]] = {}  # unit -> archive fields as loaded
+        states: dict[str, UnitState] = {}
 
-        def state_of(unit: str) -> dict[str, Any]:
+        def state_of(unit: str) -> UnitState:
             st = states.get(unit)
             if st is None:
-                st, stored[unit] = load_unit(table, unit)
-                states[unit] = st
+                st = states[unit] = load_unit(table, unit)
             return st
 
         latest_produce = 0
@@ -249,7 +280,7 @@ def register(ctx: Context, clock: Clock) -> None:
             else:
                 prec["due"].pop(unit, None)
         for unit, st in states.items():
-            store_unit(table, unit, st, stored[unit])
+            store_unit(table, unit, st)
         if wm != wm_before or states or events:
             prec["wm"] = wm
             table[pkey] = prec

@@ -65,16 +65,21 @@ def _touch(state: dict[str, Any]) -> None:
     state["cv"] = cold_version(state) + 1
 
 
+def hot_part(state: dict[str, Any]) -> dict[str, Any]:
+    """What every batch writes: open buckets, drivers, source offsets, and the cold version."""
+    series = {key: {f: v for f, v in ser.items() if f not in COLD_FIELDS} for key, ser in state["s"].items()}
+    return {**{f: v for f, v in state.items() if f != "s"}, "s": series, "cv": cold_version(state)}
+
+
+def cold_part(state: dict[str, Any]) -> dict[str, Any]:
+    """Detector states and incidents of every series."""
+    series = {key: {f: ser[f] for f in COLD_FIELDS if f in ser} for key, ser in state["s"].items()}
+    return {"cv": cold_version(state), "s": series}
+
+
 def split(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(hot, cold) parts of a service's state; ``join`` puts them back together."""
-    hot_series: dict[str, Any] = {}
-    cold_series: dict[str, Any] = {}
-    for key, ser in state["s"].items():
-        hot_series[key] = {f: v for f, v in ser.items() if f not in COLD_FIELDS}
-        cold_series[key] = {f: ser[f] for f in COLD_FIELDS if f in ser}
-    cv = cold_version(state)
-    hot = {**{f: v for f, v in state.items() if f != "s"}, "s": hot_series, "cv": cv}
-    return hot, {"cv": cv, "s": cold_series}
+    return hot_part(state), cold_part(state)
 
 
 def join(hot: dict[str, Any] | None, cold: dict[str, Any] | None) -> dict[str, Any]:

@@ -21,12 +21,14 @@ into an *archive* inside the same state value: one JSON string field (``<field>a
 when a window enters or leaves it) plus its earliest expiry (``<field>x``). A late event for an
 archived window takes it back first (``reopen``), so its correction has the full totals and the
 next revision. A value from before the archive (emitted windows among the open ones) is moved over
-by its next ``settle``. The agent stores the archive under its own table key, written only when it
-changes (agents/units.py ``store_unit``).
+by its next ``settle``. The agent stores the archive strings under their own table key, read only
+when a window enters or leaves the archive and written only when it changes (agents/units.py
+``load_unit``, ``store_unit``); the expiries stay in the unit's value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -139,9 +141,24 @@ def roi(cost: Decimal, revenue: Decimal) -> float | None:
     return float((revenue - cost) / cost)
 
 
+class LazyArchive(dict[str, Any]):
+    """A state whose archive strings are read on first use: ``fetch_archive()`` puts them in.
+
+    The agent keeps each archive under its own table key; a batch that neither emits nor takes back
+    a window never reads it. ``<field>x`` (in the state itself) says whether there is one.
+    """
+
+    fetch_archive: Callable[[], None] | None = None
+
+
 def archive_of(state: dict[str, Any], field: str) -> Windows:
     """The archived windows of ``state[field]`` (decoded; empty when there are none)."""
     raw = state.get(field + "a")
+    if raw is None and field + "x" in state:
+        fetch = getattr(state, "fetch_archive", None)
+        if fetch is not None:
+            fetch()
+            raw = state.get(field + "a")
     return orjson.loads(raw) if raw else {}
 
 
@@ -161,7 +178,7 @@ def _store_archive(spec: WindowSpec, state: dict[str, Any], field: str, archive:
 
 def reopen(spec: WindowSpec, state: dict[str, Any], field: str, keys: list[str]) -> None:
     """Move the archived windows among ``keys`` back to the open ones (late events for them)."""
-    if not state.get(field + "a"):
+    if field + "x" not in state:  # no archive (its expiry is kept whenever there is one)
         return
     open_windows = state[field]
     missing = [k for k in keys if k not in open_windows]

@@ -16,7 +16,7 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from finops_app.agents.anomalies import load_service
-from finops_app.agents.units import load_unit
+from finops_app.agents.units import read_unit
 from finops_app.context import Context
 from finops_app.web import dashboard, queries
 from finops_app.web.results import ResultsConsumer
@@ -174,7 +174,7 @@ def register(ctx: Context) -> None:
     for path, fn in list_views(ctx).items():
         _list_view(ctx, path, fn)
     routes = (
-        (ctx.tables.unit_state, ctx.topics.by_unit, _unit_value),
+        (ctx.tables.unit_state, ctx.topics.by_unit, read_unit),
         (ctx.tables.series_state, ctx.topics.by_service, _series_value),
         (ctx.tables.resource_state, ctx.topics.by_resource, None),
     )
@@ -210,13 +210,6 @@ def _list_view(ctx: Context, path: str, fn: Callable[[ResultsConsumer, Request],
                 return self.json({"error": str(exc)}, status=400)
             body["results_view"] = {"caught_up": rv.caught_up(), "lag": rv.lag()}
             return self.json(body)
-
-
-def _unit_value(table: Any, key: str) -> Any:
-    """A unit's whole state: its value joined with its window archive (agents/units.py)."""
-    if table.get(key) is None:
-        return None
-    return load_unit(table, key)[0]
 
 
 def _series_value(table: Any, key: str) -> Any:

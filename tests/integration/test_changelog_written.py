@@ -11,7 +11,7 @@ from typing import Any
 
 from finops_app import topics
 from finops_app.agents.anomalies import cold_key
-from finops_app.agents.units import archive_key, load_unit
+from finops_app.agents.units import archive_key, read_unit
 from finops_app.core import costseries
 from finops_app.core.windows import all_windows
 from tests.support.faults import table_from_changelog
@@ -51,8 +51,9 @@ async def test_unit_and_series_state_changelogs_match_the_worker(settings_factor
             return None
         if table == "series_state":  # a hot value per service plus its cold part, under its own key
             return costseries.join(values.get(key), values.get(cold_key(key)))
-        return load_unit(values, key)[0]  # a unit's value plus its window archive, under its own key
+        return read_unit(values, key)  # a unit's value plus its window archive, under its own key
 
+    changelogs = {}
     for table, keys in (("unit_state", UNITS), ("series_state", SERVICES)):
         want = {k: served(table, k) for k in keys}
         got = await table_from_changelog(
@@ -61,8 +62,11 @@ async def test_unit_and_series_state_changelogs_match_the_worker(settings_factor
             lambda values, want=want, table=table: all(whole(table, values, k) == v for k, v in want.items()),
         )
         assert {k: whole(table, got, k) for k in keys} == want, table
+        changelogs[table] = got
         # the last written values carry every event: one high-water mark per source partition
         assert all(v["h"] for v in want.values()), want
     # the detector's state and the emitted windows went to their own keys
-    assert all(got[cold_key(s)]["s"][s]["d"]["n"] >= 1 for s in SERVICES)
-    assert all(len(all_windows(got[archive_key(u)] | {"w": {}}, "w")) >= 2 for u in UNITS)
+    series, units = changelogs["series_state"], changelogs["unit_state"]
+    assert all(series[cold_key(s)]["s"][s]["d"]["n"] >= 1 for s in SERVICES)
+    assert all(len(all_windows({**units[archive_key(u)], "w": {}, "wx": 0}, "w")) >= 2 for u in UNITS)
+    assert all("wa" not in units[u] and "wx" in units[u] for u in UNITS)  # the expiry stays in the value

@@ -57,7 +57,7 @@ from typing import Any
 import pytest
 
 from finops_app import kafka, topics
-from finops_app.agents.units import load_unit
+from finops_app.agents.units import read_unit
 from finops_app.config import Settings
 from finops_app.core.windows import all_windows
 from tests.support.faults import (
@@ -169,7 +169,7 @@ async def wait_state(settings: Settings, want: dict[str, dict[str, tuple[Decimal
     """Wait until the unit_state changelog (what a new owner recovers) holds exactly ``want``."""
 
     def unit(values: dict[str, Any], u: str) -> dict[str, Any] | None:
-        return load_unit(values, u)[0] if u in values else None  # its value and its window archive
+        return read_unit(values, u)  # its value and its window archive
 
     def done(values: dict[str, Any]) -> bool:
         return all(windows_of(unit(values, u)) == w for u, w in want.items())

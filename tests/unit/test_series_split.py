@@ -54,6 +54,7 @@ def test_split_and_join_give_back_the_state() -> None:
     assert all(set(ser) <= {"ob", "ot"} for ser in hot["s"].values())
     assert all("d" in ser and "lb" in ser for ser in cold["s"].values())
     assert costseries.join(hot, cold) == st
+    assert costseries.join(hot, orjson.loads(orjson.dumps(cold))) == st  # through the table's JSON
     assert costseries.join(st, None) is st  # a value stored whole, from before the split
     assert costseries.join(None, None) == costseries.new_service()
 

@@ -155,7 +155,7 @@ def agent_step(table: dict[str, Any], batch: list[tuple[int, str]], wm_new: int)
     from finops_app.agents.units import load_unit, store_unit
 
     wm = table.get("wm", 0)
-    state, stored = load_unit(table, "u")
+    state = load_unit(table, "u")
     state.setdefault("w", {})
     for ts, amount in batch:
         key = accept(SPEC, state["w"], ts, wm)
@@ -163,7 +163,7 @@ def agent_step(table: dict[str, Any], batch: list[tuple[int, str]], wm_new: int)
             reopen(SPEC, state, "w", [key])
             add(state["w"], key, cost=Decimal(amount))
     closed = settle(SPEC, state, "w", wm_new)
-    store_unit(table, "u", state, stored)
+    store_unit(table, "u", state)
     table["wm"] = wm_new
     return [(c.start_ms, c.revision, c.cost, c.cost_events) for c in closed]
 
@@ -222,11 +222,11 @@ def test_the_table_inspector_shows_a_units_archive_key_with_its_windows(monkeypa
     from finops_app.agents.units import archive_key, load_unit, store_unit
 
     table: dict[str, Any] = {}
-    state, loaded = load_unit(table, "ecommerce")
+    state = load_unit(table, "ecommerce")
     feed(state, 10, "1", 0)
     feed(state, 300_010, "2", 0)
     settle(SPEC, state, "w", 360_000)  # window 0 archived, 300,000 open
-    store_unit(table, "ecommerce", state, loaded)
+    store_unit(table, "ecommerce", state)
     assert "wa" not in table["ecommerce"] and "wa" in table[archive_key("ecommerce")]
     monkeypatch.setattr(
         inspect_tables, "read_table", lambda data_dir, name: [(3, k, v) for k, v in table.items()]
@@ -236,3 +236,31 @@ def test_the_table_inspector_shows_a_units_archive_key_with_its_windows(monkeypa
         (3, "ecommerce", "1", False),
         (3, "ecommerce", "2", True),
     ]
+
+
+def test_a_batch_that_emits_and_reopens_nothing_neither_reads_nor_writes_the_archive() -> None:
+    from finops_app.agents.units import archive_key
+
+    class Table(dict[str, Any]):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads: list[str] = []
+            self.writes: list[str] = []
+
+        def get(self, key: str, default: Any = None) -> Any:
+            self.reads.append(key)
+            return super().get(key, default)
+
+        def __setitem__(self, key: str, value: Any) -> None:
+            self.writes.append(key)
+            super().__setitem__(key, value)
+
+    table = Table()
+    agent_step(table, [(10, "1"), (300_010, "2")], 360_000)  # window 0 archived
+    assert table.writes == [archive_key("u"), "u", "wm"]
+    table.reads.clear()
+    table.writes.clear()
+    agent_step(table, [(300_020, "3")], 370_000)  # into the open window: nothing closes
+    assert archive_key("u") not in table.reads and table.writes == ["u", "wm"]
+    agent_step(table, [(20, "4")], 380_000)  # late for window 0: its archive is read and rewritten
+    assert archive_key("u") in table.reads and table.writes[-3:] == [archive_key("u"), "u", "wm"]
