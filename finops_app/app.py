@@ -90,13 +90,16 @@ def size_producer_buffer(app: faust.App, settings: Settings) -> None:
 
 
 def _register(ctx: Context) -> None:
-    from finops_app import cli, cli_data, cli_snowflake
+    from finops_app import cli, cli_data, cli_snowflake, intake_process
     from finops_app.agents import anomalies, intake, ledger, pollers, recommendations, sql_jobs, ticks, units
     from finops_app.sources import http_events
     from finops_app.web import views
 
     clock = ticks.Clock()
-    intake.register(ctx)
+    if ctx.settings.intake_process:
+        intake_process.register(ctx)
+    else:
+        intake.register(ctx)
     units.register(ctx, clock)
     anomalies.register(ctx, clock)
     recommendations.register(ctx)

@@ -187,6 +187,13 @@ class Settings:
         "How long the producer gathers records before it sends a request (Kafka's linger.ms).",
         group="stream",
     )
+    intake_process: bool = _f(
+        False,
+        "Run intake (validation, re-keying) in a child process of the worker, on another CPU core; "
+        "the worker supervises it and merges its metrics and health (finops_app/intake_process.py). "
+        "false: intake shares the worker's event loop.",
+        group="stream",
+    )
     producer_buffer_messages: int = _f(
         1_000,
         "Table changelog writes Faust may hold before it stops delivering records to the agents until "

@@ -149,6 +149,8 @@ def settings_factory(stack: Stack, tmp_path: Path):  # type: ignore[no-untyped-d
             "idle_timeout_seconds": 2.0,
             "batch_within_seconds": 0.02,
         }
+        if os.environ.get("TEST_INTAKE_PROCESS"):  # run the suite with intake in or out of process
+            values["intake_process"] = os.environ["TEST_INTAKE_PROCESS"] == "1"
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
 

@@ -49,9 +49,12 @@ def health(ctx: Context) -> dict[str, Any]:
     view = results(ctx)
     view_status = view.status() if view is not None else None
     reachable = view_status["broker_reachable"] if view_status else None
+    intake_status = intake.status() if intake is not None else None
     ok = (
         recovery_done
         and reachable is not False
+        # intake in its own process: ready once the child runs and reports (not while it restarts)
+        and (intake_status is None or intake_status.get("ready", True))
         # the sink connects lazily: it is unhealthy once a load failed and it has not recovered, or
         # while one load hangs (the connector retries inside a request for up to its network timeout)
         and (
@@ -68,7 +71,7 @@ def health(ctx: Context) -> dict[str, Any]:
         "broker_reachable": reachable,
         "partitions_assigned": assigned,
         "recovery_finished": recovery_done,
-        "intake": intake.status() if intake is not None else None,
+        "intake": intake_status,
         "sink": sink_status,
         "results_view": view_status,
         "results_consumer_lag": view_status["lag"] if view_status else None,
