@@ -74,19 +74,8 @@ def create_app(settings: Settings) -> faust.App:
         async def freeze_gc() -> None:
             gc_tuning.freeze()
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def producer_buffer() -> None:
-        size_producer_buffer(app, settings)
-
     _register(ctx)
     return app
-
-
-def size_producer_buffer(app: faust.App, settings: Settings) -> None:
-    """Faust's conductor stops delivering records while more than ``max_messages`` table changelog
-    writes wait in the producer's buffer (``ProducerBuffer.wait_until_ebb``), then hands them over
-    one at a time; 100 by default, fewer than one batch of envelopes can write."""
-    app.producer.buffer.max_messages = settings.producer_buffer_messages
 
 
 def _register(ctx: Context) -> None:

@@ -194,13 +194,6 @@ class Settings:
         "false: intake shares the worker's event loop.",
         group="stream",
     )
-    producer_buffer_messages: int = _f(
-        1_000,
-        "Table changelog writes Faust may hold before it stops delivering records to the agents until "
-        "they are handed to the producer (Faust: 100; a batch of envelopes writes more, and each stop "
-        "waited 50-100 ms). The producer's own buffer still bounds memory.",
-        group="stream",
-    )
     gc_threshold: int = _f(
         20_000,
         "Young-generation threshold of Python's garbage collector (0 keeps Python's 700). Larger means "
@@ -375,8 +368,6 @@ class Settings:
         for name in ("window_seconds", "roi_window_seconds", "batch_size", "topic_partitions"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
-        if self.producer_buffer_messages < 1:
-            raise ConfigError(f"{ENV_PREFIX}PRODUCER_BUFFER_MESSAGES must be 1 or more")
         if self.fetch_min_bytes < 1 or self.producer_linger_ms < 0:
             raise ConfigError(
                 f"{ENV_PREFIX}FETCH_MIN_BYTES must be 1 or more and {ENV_PREFIX}PRODUCER_LINGER_MS 0 or more"

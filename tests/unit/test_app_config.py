@@ -6,7 +6,7 @@ Each was found necessary by a failing integration test; changing one needs that 
 from __future__ import annotations
 
 from finops_app import faust_seek
-from finops_app.app import create_app, size_producer_buffer
+from finops_app.app import create_app
 from finops_app.config import Settings
 
 
@@ -20,13 +20,3 @@ def test_settings_correctness_depends_on() -> None:
     # topics created just before a fresh group joined were left unassigned for aiokafka's default
     # 5 minutes (test_scaling's start: "not spread over the workers: [set(), set(), set()]")
     assert conf.consumer_metadata_max_age_ms == 10_000
-
-
-async def test_the_producer_buffer_holds_a_batch_of_table_writes(tmp_path) -> None:
-    """Faust stops delivering records to every agent while more than 100 table writes wait to be
-    handed to the producer (50-100 ms each time, about once a second at 4,000 events/s)."""
-    app = create_app(Settings(data_dir=tmp_path, producer_buffer_messages=1234))
-    assert app.producer.buffer.max_messages == 100  # Faust's
-    size_producer_buffer(app, app.finops.settings)  # type: ignore[attr-defined]
-    assert app.producer.buffer.max_messages == 1234
-    assert Settings().producer_buffer_messages == 1000
