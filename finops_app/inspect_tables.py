@@ -65,10 +65,21 @@ def read_table(data_dir: Path, table: str) -> Iterator[tuple[int, str, Any]]:
                 for raw_key, raw_value in db.items():
                     if raw_key == OFFSET_KEY:
                         continue
-                    key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else str(raw_key)
-                    yield partition, key, orjson.loads(raw_value)
+                    yield partition, decode_key(raw_key), orjson.loads(raw_value)
             finally:
                 db.close()
+
+
+def decode_key(raw: Any) -> str:
+    """A table key as the agents use it: Faust stores ``str`` keys JSON-encoded (``"ecommerce"``,
+    ``"\\u0000archive/ecommerce"``); anything else is shown as its text."""
+    if not isinstance(raw, bytes):
+        return str(raw)
+    try:
+        key = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")
+    return key if isinstance(key, str) else raw.decode("utf-8", "replace")
 
 
 def window_rows(key: str, value: dict[str, Any]) -> list[dict[str, Any]]:

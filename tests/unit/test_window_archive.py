@@ -217,7 +217,10 @@ def test_a_crash_between_the_archive_and_the_value_write_replays_exactly() -> No
         assert set(emitted) == set(clean), crash_at  # repeats, nothing new
 
 
-def test_the_table_inspector_shows_a_units_archive_key_with_its_windows(monkeypatch: Any) -> None:
+def test_the_table_inspector_shows_a_units_archive_key_with_its_windows(tmp_path: Path) -> None:
+    """Read from RocksDB files laid out as Faust writes them (JSON-encoded keys and values)."""
+    from rocksdict import Options, Rdict
+
     from finops_app import inspect_tables
     from finops_app.agents.units import archive_key, load_unit, store_unit
 
@@ -227,15 +230,20 @@ def test_the_table_inspector_shows_a_units_archive_key_with_its_windows(monkeypa
     feed(state, 300_010, "2", 0)
     settle(SPEC, state, "w", 360_000)  # window 0 archived, 300,000 open
     store_unit(table, "ecommerce", state)
+    table["\x00partition/3"] = {"wm": 360_000, "due": {}}
     assert "wa" not in table["ecommerce"] and "wa" in table[archive_key("ecommerce")]
-    monkeypatch.setattr(
-        inspect_tables, "read_table", lambda data_dir, name: [(3, k, v) for k, v in table.items()]
-    )
-    rows = inspect_tables.rows(Path("."), "unit_state")
-    assert [(r["partition"], r["business_unit"], r["cost"], r["pending"]) for r in rows] == [
-        (3, "ecommerce", "1", False),
+    path = tmp_path / "v1" / "tables"
+    path.mkdir(parents=True)
+    db = Rdict(str(path / "unit_state-3.db"), options=Options(raw_mode=True))
+    for key, value in table.items():
+        db[orjson.dumps(key)] = orjson.dumps(value)
+    db.close()
+    rows = inspect_tables.rows(tmp_path, "unit_state")
+    assert [(r["partition"], r["business_unit"], r["cost"], r["pending"]) for r in rows if "cost" in r] == [
+        (3, "ecommerce", "1", False),  # from the archive key
         (3, "ecommerce", "2", True),
     ]
+    assert [r["key"] for r in rows if "key" in r] == ["\\0partition/3"]
 
 
 def test_a_batch_that_emits_and_reopens_nothing_neither_reads_nor_writes_the_archive() -> None:
