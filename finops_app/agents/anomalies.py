@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import SourceClock, agent_batching, fresh_items, groups
+from finops_app.agents.common import SourceClock, fresh_items, groups, run_batches
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import costseries, detector
-from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
+from finops_app.tables.state import decode_key, partition_key
 
 
 def series_config(settings: Any) -> costseries.SeriesConfig:
@@ -124,18 +124,7 @@ def register(ctx: Context, clock: Clock) -> None:
         latest = max((prec.get("src") or {}).values(), default=wm) if states else None
         clock.observe(topics.by_service.get_topic_name(), partition, wm, latest)
 
-    BUSY = {"agent": "cost_anomalies"}  # time spent on batches (the rest of the time it waited)
-
-    take_max, take_within = agent_batching(settings)
-
     @app.agent(topics.by_service, name="cost_anomalies")
     async def cost_anomalies(stream: Any) -> None:
         """EWMA anomaly detection per service, (service, unit) and (service, region)."""
-        async for batch in stream.take_events(take_max, within=take_within):
-            started = time.perf_counter()
-            for partition, events in by_partition(batch).items():
-                with event_context(events[-1]):
-                    await process(partition, events)
-            metrics.inc("agent_busy_seconds_total", time.perf_counter() - started, labels=BUSY)
-            metrics.inc("agent_batches_total", labels=BUSY)
-            metrics.inc("agent_records_total", len(batch), labels=BUSY)
+        await run_batches(stream, settings, metrics, "cost_anomalies", process)

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import SourceClock, agent_batching, dead_letter, fresh_items, groups
+from finops_app.agents.common import SourceClock, dead_letter, fresh_items, groups, run_batches
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import budget as budget_core
@@ -35,7 +35,7 @@ from finops_app.core.windows import (
     settle,
     settle_due,
 )
-from finops_app.tables.state import by_partition, decode_key, event_context, partition_key
+from finops_app.tables.state import decode_key, partition_key
 
 logger = logging.getLogger(__name__)
 _ZERO = Decimal(0)
@@ -324,18 +324,7 @@ def register(ctx: Context, clock: Clock) -> None:
             await ctx.send(topics.budget_alerts, unit, orjson.dumps(alert))
             metrics.inc("events_out_total", labels={"topic": topics.budget_alerts.get_topic_name()})
 
-    BUSY = {"agent": "unit_windows"}  # time spent on batches (the rest of the time it waited)
-
-    take_max, take_within = agent_batching(settings)
-
     @app.agent(topics.by_unit, name="unit_windows")
     async def unit_windows(stream: Any) -> None:
         """Window totals, ROI and budgets per business unit."""
-        async for batch in stream.take_events(take_max, within=take_within):
-            started = time.perf_counter()
-            for partition, events in by_partition(batch).items():
-                with event_context(events[-1]):
-                    await process(partition, events)
-            metrics.inc("agent_busy_seconds_total", time.perf_counter() - started, labels=BUSY)
-            metrics.inc("agent_batches_total", labels=BUSY)
-            metrics.inc("agent_records_total", len(batch), labels=BUSY)
+        await run_batches(stream, settings, metrics, "unit_windows", process)
