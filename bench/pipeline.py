@@ -141,7 +141,20 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its living descendants (a worker and its intake child process), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
+def _own_cpu_seconds(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -149,7 +162,18 @@ def proc_cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def vm_hwm_kb(pid: int) -> int | None:
+def proc_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of ``pid`` and its living descendants (a worker's intake child included).
+
+    A child started and ended between two readings is missed (the intake child lives as long as
+    its worker unless it crashes, which the worker's log and health report)."""
+    own = _own_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(_own_cpu_seconds(p) or 0.0 for p in process_tree(pid)[1:])
+
+
+def _own_vm_hwm_kb(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -157,6 +181,15 @@ def vm_hwm_kb(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def vm_hwm_kb(pid: int) -> int | None:
+    """Peak resident memory of ``pid`` plus that of each living descendant (the sum of the peaks:
+    an upper bound of the tree's peak, since the processes may peak at different times)."""
+    own = _own_vm_hwm_kb(pid)
+    if own is None:
+        return None
+    return own + sum(_own_vm_hwm_kb(p) or 0 for p in process_tree(pid)[1:])
 
 
 def machine_info() -> dict[str, Any]:
@@ -597,14 +630,17 @@ async def produce_records(
 
 
 def sched_wait_seconds(pid: int) -> float | None:
-    """Seconds the process's threads spent runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat)."""
+    """Seconds the threads of ``pid`` and its descendants spent runnable but waiting for a CPU
+    (/proc/<pid>/task/*/schedstat)."""
     total = 0
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                total += int((task / "schedstat").read_text().split()[1])
-    except OSError:
-        return None
+    for n, p in enumerate(process_tree(pid)):
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    total += int((task / "schedstat").read_text().split()[1])
+        except OSError:
+            if n == 0:
+                return None
     return total / 1e9
 
 
@@ -741,17 +777,31 @@ async def bare_faust(cfg: Config, s: Settings, topic: str, n: int, fix: bool, su
     return res
 
 
-async def phase_pipeline(cfg: Config, R: dict[str, Any]) -> None:
+async def phase_pipeline(
+    cfg: Config,
+    R: dict[str, Any],
+    key: str = "pipeline",
+    suffix: str = "p",
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """One worker drains the backlog; ``key`` "pipeline" is the main figure (profiled), another key
+    runs the same backlog with the settings ``overrides`` (an A/B in the same run, not profiled)."""
     import aiohttp
 
-    s = cfg.settings("p")
+    main_run = key == "pipeline"
+    s = cfg.settings(suffix, **(overrides or {}))
     events = R.get("_events") or cost_events(cfg.pipeline_events, int(time.time() * 1000) - 3_600_000)
     n = min(cfg.pipeline_events, len(events))
-    res: dict[str, Any] = {"events": n, "sizing": cfg.pipeline_sizing}
-    R["pipeline"] = res
+    res: dict[str, Any] = {
+        "events": n,
+        "sizing": cfg.pipeline_sizing,
+        "overrides": overrides or {},
+        "intake_process": s.intake_process,
+    }
+    R[key] = res
     say(
         f"\n== 2. pipeline throughput: one `finops worker` on a backlog of the first {n:,} of those events "
-        f"(sink off; {cfg.pipeline_sizing})"
+        f"(sink off; {cfg.pipeline_sizing}){f'; settings {overrides}' if overrides else ''}"
     )
     await kafka.ensure_topics(s)
     cost_topic = kafka.topic_name(s, topics.COST_EVENTS)
@@ -759,7 +809,7 @@ async def phase_pipeline(cfg: Config, R: dict[str, Any]) -> None:
     res["prefill"] = prod
     internal = [kafka.topic_name(s, t) for t in topics.INTERNAL]
     watched = [cost_topic, *internal]
-    worker = Worker(s, cfg.run_dir / "worker-pipeline.log", "pipeline").start()
+    worker = Worker(s, cfg.run_dir / f"worker-{key}.log", key).start()
     admin = AIOKafkaAdminClient(**kafka.client_kwargs(s))
     probe = AIOKafkaConsumer(group_id=None, **kafka.client_kwargs(s))
     await admin.start()
@@ -790,7 +840,7 @@ async def phase_pipeline(cfg: Config, R: dict[str, Any]) -> None:
             events_in, completed, summary = 0.0, 0, {}
             while time.monotonic() - t_ready < timeout:
                 now = time.monotonic()
-                if cfg.profile and spy is None and now >= spy_at:
+                if cfg.profile and main_run and spy is None and now >= spy_at:
                     spy = subprocess.Popen(
                         [
                             str(PYSPY),
@@ -802,6 +852,7 @@ async def phase_pipeline(cfg: Config, R: dict[str, Any]) -> None:
                             "-d",
                             str(cfg.profile_seconds),
                             "--threads",
+                            "--subprocesses",
                             "-p",
                             str(worker.pid),
                             "-o",
@@ -951,7 +1002,8 @@ async def phase_pipeline(cfg: Config, R: dict[str, Any]) -> None:
                     spy.wait(timeout=10)
             if spy_path.exists():
                 res["profile_raw"] = str(spy_path.relative_to(ROOT))
-        R["changelog_format"] = await sample_changelog(s, f"{s.app_id}-unit_state-changelog")
+        if main_run:
+            R["changelog_format"] = await sample_changelog(s, f"{s.app_id}-unit_state-changelog")
     finally:
         await probe.stop()
         await admin.close()
@@ -1835,6 +1887,7 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
     m, meta, code = R.get("machine", {}), R.get("run", {}), R.get("code", {})
     p, rc, pr = R.get("pipeline", {}), R.get("raw_consumer", {}), R.get("producer", {})
     lat, sink, rec = R.get("latency", {}), R.get("sink", {}), R.get("recovery", {})
+    inloop = R.get("pipeline_inloop") or {}
     raw = rc.get("msgs_per_s")
     rate = p.get("events_per_s")
     base = lat.get("baseline_kafka_rtt_ms") or {}
@@ -1872,7 +1925,9 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
     lowp99 = (low.get("anomaly_e2e_ms") or {}).get("p99")
     partial = p and not p.get("complete")
     pipe_label = (
-        f"Pipeline throughput, 1 worker, cost events/s (backlog {_n(p.get('events'))}; worker ready → "
+        "Pipeline throughput, 1 worker"
+        + (" (its event loop + its intake child process)" if p.get("intake_process") else "")
+        + f", cost events/s (backlog {_n(p.get('events'))}; worker ready → "
         + (
             "all done)"
             if not partial
@@ -1911,7 +1966,8 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
             "",
         ),
         (
-            "… per CPU-second of the process (events per CPU-s; less sensitive to the shared CPUs)",
+            "… per CPU-second of the worker's processes (events per CPU-s; less sensitive to the shared "
+            "CPUs)",
             _n(p.get("events_per_worker_cpu_s")),
             f"raw consumer {_n(rc.get('msgs_per_cpu_s'))} msgs per CPU-s",
             _ratio(p.get("events_per_worker_cpu_s"), rc.get("msgs_per_cpu_s"), 4),
@@ -1921,6 +1977,27 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
                 if ceiling_cpu
                 else ""
             ),
+        ),
+        *(
+            [
+                (
+                    "… the same backlog with intake in the worker's event loop (`FINOPS_INTAKE_PROCESS=false`"
+                    ", one process), events/s",
+                    _n(inloop.get("events_per_s")),
+                    f"raw consumer {_n(raw)} msgs/s",
+                    _ratio(inloop.get("events_per_s"), raw, 4),
+                    "intake child process (the row above) ÷ this: "
+                    f"{_ratio(rate, inloop.get('events_per_s'))}; "
+                    f"{inloop.get('worker_cpu_cores')} cores here against {p.get('worker_cpu_cores')}, "
+                    f"{_n(inloop.get('events_per_worker_cpu_s'))} events per CPU-s against "
+                    f"{_n(p.get('events_per_worker_cpu_s'))}; peak RSS {inloop.get('peak_rss_mib')} MiB "
+                    "against "
+                    f"{p.get('peak_rss_mib')} (worker + child)"
+                    + ("" if inloop.get("complete") else f"; **incomplete**: {inloop.get('note')}"),
+                )
+            ]
+            if inloop
+            else []
         ),
         (
             f"Raw aiokafka consumer + orjson.loads, msgs/s ({_n(rc.get('messages'))} msgs)",
@@ -2124,7 +2201,11 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
             "pre-filled into "
             "`<prefix>finops.cost.events` of a fresh app id, THEN one `finops worker` started (sink off, "
             "default "
-            f"batch size). Start → ready (health 200): {p.get('startup_s')} s. **Done** = "
+            f"batch size; intake in a child process: {p.get('intake_process')}; its CPU, run-queue wait "
+            "and peak memory are counted with the worker's, memory as the sum of the two processes' "
+            "peaks). A second worker of another fresh app id then drains the same backlog with "
+            "`FINOPS_INTAKE_PROCESS=false` (intake on the worker's event loop), for the A/B row. "
+            f"Start → ready (health 200): {p.get('startup_s')} s. **Done** = "
             '`finops_events_in_total{topic="<prefix>finops.cost.events"}` = N **and** the committed '
             "offsets of group `<app_id>-intake` equal the end offsets of the input topic **and** those of "
             "group `<app_id>` equal the end offsets on every internal topic (`finops.stream.by-unit`, "
@@ -2317,7 +2398,8 @@ def write_profile_md(cfg: Config, R: dict[str, Any], out: Path = BENCH) -> None:
         "",
         f"Run `{cfg.run_id}` ({R.get('run', {}).get('date')}): `py-spy record -f raw -r 100 -d "
         f"{cfg.profile_seconds} "
-        f"--threads -p <worker pid>`, started {p.get('profile_started_after_ready_s')} s after the worker "
+        "--threads --subprocesses -p <worker pid>` (the worker and, with FINOPS_INTAKE_PROCESS, its "
+        f"intake child process), started {p.get('profile_started_after_ready_s')} s after the worker "
         "was ready, while it "
         f"drained {p.get('events'):,} CostEvents at {_n(p.get('events_per_s'))} events/s (see "
         "bench/results.md). "
@@ -2361,6 +2443,12 @@ async def run_phases(cfg: Config, R: dict[str, Any], only: set[str]) -> None:
     phases: list[tuple[str, Callable[[], Awaitable[None]], float]] = [
         ("baseline", lambda: phase_baseline(cfg, R), 60),
         ("pipeline", lambda: phase_pipeline(cfg, R), 90),
+        # the same backlog with intake in the worker's event loop: what the intake child process gives
+        (
+            "pipeline_inloop",
+            lambda: phase_pipeline(cfg, R, "pipeline_inloop", "q", {"intake_process": False}),
+            90,
+        ),
         ("latency", lambda: phase_latency(cfg, R), 60),
         ("sink", lambda: asyncio.to_thread(phase_sink, cfg, R), 40),
         ("recovery", lambda: phase_recovery(cfg, R), 60),
@@ -2445,7 +2533,9 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=float, default=570.0, help="seconds for the whole run (phases shrink/skip)"
     )
     ap.add_argument(
-        "--only", action="append", choices=("baseline", "pipeline", "latency", "sink", "recovery")
+        "--only",
+        action="append",
+        choices=("baseline", "pipeline", "pipeline_inloop", "latency", "sink", "recovery"),
     )
     ap.add_argument(
         "--private-stack", action="store_true", help="start a private stack even if the dev stack runs"

@@ -129,6 +129,15 @@ class Profile:
     components: Counter[str] = field(default_factory=Counter)
 
 
+def _process_label(cmdline: str) -> str:
+    """A short name for a process of ``py-spy --subprocesses``: the worker or its intake child."""
+    if "intake_process" in cmdline:
+        return "intake process"
+    if " worker" in cmdline or cmdline.endswith("worker"):
+        return "worker"
+    return cmdline[:40]
+
+
 def load(path: Path) -> Profile:
     prof = Profile()
     for raw_line in path.read_text(errors="replace").splitlines():
@@ -141,14 +150,25 @@ def load(path: Path) -> Profile:
         count = int(count_text)
         parts = [f for f in stack_text.split(";") if f.strip()]
         thread = "all threads"
-        if parts and re.match(r"^(thread|process) \(", parts[0]):  # py-spy --threads / --subprocesses
+        # py-spy --subprocesses: 'process <pid>:"<cmdline>"' for the root process and each child down
+        # to the sampled one; --threads: "thread (<tid>): <name>"
+        process = None
+        while parts and re.match(r"^\s*process \d+:", parts[0]):
+            process = _process_label(parts.pop(0).split(":", 1)[1].strip().strip('"'))
+        if parts and re.match(r"^\s*thread \(", parts[0]):
             thread = parts.pop(0).split(": ", 1)[-1].strip() or "thread"
+        if process is not None:
+            thread = f"{process} / {thread}" if thread != "all threads" else process
         frames = [parse_frame(f) for f in parts]
         if not frames:
             continue
         leaf = frames[-1]
-        if leaf.path == "selectors.py" and leaf.func.endswith(".select"):
-            prof.idle += count  # the event loop waiting for I/O or a timer (py-spy --idle, or --nonblocking)
+        if (leaf.path == "selectors.py" and leaf.func.endswith(".select")) or (
+            leaf.path.endswith("unix_events.py") and leaf.func.endswith("._do_waitpid")
+        ):
+            # the event loop waiting for I/O or a timer (py-spy --idle, or --nonblocking), or asyncio's
+            # child watcher thread blocked in waitpid() for the intake child process
+            prof.idle += count
             prof.idle_by_thread[thread] += count
             continue
         prof.samples += count
@@ -181,8 +201,8 @@ def markdown(prof: Profile, top: int = 25, title: str = "py-spy profile") -> str
     out = [
         f"### {title}",
         "",
-        f"{n} samples with the worker busy (plus {prof.idle} with the event loop waiting in select(), left "
-        "out).",
+        f"{n} samples with the worker busy (plus {prof.idle} idle, left out: the event loop waiting in "
+        "select(), or asyncio's child watcher thread in waitpid()).",
         "",
     ]
 

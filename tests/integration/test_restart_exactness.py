@@ -1,10 +1,13 @@
 """Kill -9 a worker mid-stream, restart it: window totals and ROI stay exact, and windows opened
-before the crash still close (by idle ticks, with no further events)."""
+before the crash still close (by idle ticks, with no further events). Run with intake in its child
+process (the default) and in the worker's event loop: the two commit and re-read differently."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from decimal import Decimal
+
+import pytest
 
 from finops_app import topics
 from tests.support.kafka import produce, read_topic
@@ -44,9 +47,16 @@ def latest(records: list[dict], key: str) -> dict[tuple[str, str], dict]:
     return out
 
 
-async def test_sigkill_mid_stream_keeps_totals_exact(settings_factory, worker_factory) -> None:
+@pytest.mark.parametrize("intake_process", [True, False], ids=["intake-child", "intake-in-loop"])
+async def test_sigkill_mid_stream_keeps_totals_exact(
+    settings_factory, worker_factory, intake_process: bool
+) -> None:
     settings = settings_factory(
-        window_seconds=300, roi_window_seconds=600, allowed_lateness_seconds=0, idle_timeout_seconds=2.0
+        window_seconds=300,
+        roi_window_seconds=600,
+        allowed_lateness_seconds=0,
+        idle_timeout_seconds=2.0,
+        intake_process=intake_process,
     )
     costs = [cost(i) for i in range(240)]  # 10:00 .. 10:28
     # one zero-cost event per unit at 10:29:59: the idle timer extrapolates event time at wall-clock
