@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import SourceClock, fresh_items, groups, run_batches
+from finops_app.agents.common import SourceClock, delivered, fresh_items, groups, run_batches
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import costseries, detector
@@ -63,9 +63,9 @@ def register(ctx: Context, clock: Clock) -> None:
     recent: list[dict[str, Any]] = ctx.extras.setdefault("recent_anomalies", [])
     out_topic = topics.anomalies.get_topic_name()
 
-    async def emit(records: list[dict[str, Any]]) -> None:
+    async def emit(records: list[dict[str, Any]], sent: list[Any]) -> None:
         for rec in records:
-            await ctx.send(topics.anomalies, rec["service"], orjson.dumps(rec))
+            sent.append(await ctx.send(topics.anomalies, rec["service"], orjson.dumps(rec)))
             metrics.inc("events_out_total", labels={"topic": out_topic})
             metrics.inc("anomalies_total", labels={"status": rec["status"], "severity": rec["severity"]})
             if rec["status"] == "open" and rec["detection_latency_ms"]:
@@ -88,6 +88,7 @@ def register(ctx: Context, clock: Clock) -> None:
             return st
 
         now_ms = int(time.time() * 1000)
+        sent: list[Any] = []  # delivery futures of this batch's anomaly records
         batch: dict[str, list[tuple[dict[str, Any], int]]] = {}  # service -> new events
         for event in events:
             env = orjson.loads(event.value)
@@ -106,16 +107,18 @@ def register(ctx: Context, clock: Clock) -> None:
                     sources.observe_source(prec, partition, src_id, max(b["ts_ms"] for _, _, b in items))
         for service, observed in batch.items():  # one update per service and batch
             metrics.inc("events_applied_total", len(observed), labels={"agent": "cost_anomalies"})
-            await emit(costseries.observe_many(states[service], observed, cfg, now_ms))
+            await emit(costseries.observe_many(states[service], observed, cfg, now_ms), sent)
         wm = sources.watermark(prec, partition, wm)
         for service in set(states) | {s for s, at in prec["due"].items() if at <= wm}:
             st = state_of(service)
-            await emit(costseries.advance(st, service, wm, cfg, now_ms))
+            await emit(costseries.advance(st, service, wm, cfg, now_ms), sent)
             due = costseries.next_due(st, cfg)
             if due is None:
                 prec["due"].pop(service, None)
             else:
                 prec["due"][service] = due
+        # the anomaly records first: the state written next says they were sent (common.delivered)
+        await delivered(sent)
         for service, st in states.items():
             store_service(table, service, st, loaded[service])
         if wm != wm_before or states or events:

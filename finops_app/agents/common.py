@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -191,6 +192,24 @@ async def run_batches(
         metrics.inc("agent_records_total", len(batch), labels=labels)
 
 
+async def delivered(futures: list[Any]) -> None:
+    """Wait until the broker has acknowledged every record in ``futures`` (``ctx.send`` results).
+
+    A stateful agent calls this between sending a batch's outputs and writing the table values
+    that record them (a window emitted with its revision, an incident opened, a restatement's
+    corrections sent, the source offsets applied). Faust writes table changes to their changelog
+    through the same producer, but the producer sends each partition's batch when its own linger
+    expires, so a changelog record can reach the broker before an output sent earlier. Killed
+    between the two, the worker would restore a state that says "sent" for a record the broker
+    never got, and the replayed input would then be skipped as already applied: the output lost.
+    Waiting first turns that into the at-least-once case (state not written, input replayed, the
+    output sent again with the same revision). Costs one produce round trip per batch that sends.
+    """
+    pending = [f for f in futures if f is not None]
+    if pending:  # a failed delivery raises here: the state is not written, the batch not committed
+        await asyncio.gather(*pending)
+
+
 def _grouped(parts: list[bytes]) -> bytes:
     return b'{"k":"' + GROUPED.encode() + b'","g":[' + b",".join(parts) + b"]}"
 
@@ -308,14 +327,15 @@ async def dead_letter(
     error: FinOpsError | str,
     stage: str = "intake",
     raw: bytes | None = None,
-) -> None:
-    """Send the event's raw bytes (or ``raw``: one event of a batch) with the reason to finops.deadletter."""
+) -> Any:
+    """Send the event's raw bytes (or ``raw``: one event of a batch) with the reason to
+    finops.deadletter; returns the delivery future."""
     msg = event.message
     if raw is None:
         raw = msg.value if isinstance(msg.value, bytes) else None
     if raw is None and isinstance(event.value, bytes):
         raw = event.value
-    await dead_letter_record(ctx, msg.topic, msg.partition, msg.offset, raw, error, stage)
+    return await dead_letter_record(ctx, msg.topic, msg.partition, msg.offset, raw, error, stage)
 
 
 async def dead_letter_record(

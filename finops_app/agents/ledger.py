@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import envelope
+from finops_app.agents.common import delivered, envelope
 from finops_app.context import Context
 from finops_app.core import ledger
 from finops_app.tables.state import by_partition, decode_key, event_context
@@ -27,16 +27,24 @@ def register(ctx: Context) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
             for _, events in by_partition(batch).items():
                 with event_context(events[-1]):
+                    entries: dict[str, Any] = {}  # written once the corrections are acknowledged
+                    sent: list[Any] = []
                     for event in events:
                         env = orjson.loads(event.value)
                         key = decode_key(event.message.key)
-                        entry, out = ledger.apply(table.get(key), env["e"])
+                        entry, out = ledger.apply(
+                            entries[key] if key in entries else table.get(key), env["e"]
+                        )
                         if entry is not None:
-                            table[key] = entry
+                            entries[key] = entry
                         if not out:
                             metrics.inc("restatements_unchanged_total")
                         for body in out:
                             metrics.inc("restatements_total", labels={"kind": body["charge_category"]})
                             value = envelope("cost", event, body, source="l")
-                            await ctx.send(topics.by_unit, body["business_unit"], value)
-                            await ctx.send(topics.by_service, body["service"], value)
+                            sent.append(await ctx.send(topics.by_unit, body["business_unit"], value))
+                            sent.append(await ctx.send(topics.by_service, body["service"], value))
+                    # the corrections first: an entry says its restatement was sent (common.delivered)
+                    await delivered(sent)
+                    for key, entry in entries.items():
+                        table[key] = entry

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from finops_app import actions
-from finops_app.agents.common import first_delivery
+from finops_app.agents.common import delivered, first_delivery
 from finops_app.context import Context
 from finops_app.core import rightsizing
 from finops_app.core.prices import load_overrides
@@ -30,19 +30,19 @@ def register(ctx: Context) -> None:
     lookback = settings.utilisation_lookback_hours
     recent: list[dict[str, Any]] = ctx.extras.setdefault("recent_recommendations", [])
 
-    async def evaluate(rid: str, st: dict[str, Any]) -> None:
+    async def evaluate(rid: str, st: dict[str, Any], sent: list[Any]) -> None:
         now_ms = st["r"].get("last_ts_ms") or 0
         if not rightsizing.should_reevaluate(st["r"], now_ms):
             return
         recs = rightsizing.recommend(st["r"], st["res"], prices, settings, now_ms)
         st["r"], fresh = rightsizing.mark_evaluated(st["r"], recs, now_ms)
         for rec in fresh:
-            await ctx.send(topics.recommendations, rid, orjson.dumps(rec))
+            sent.append(await ctx.send(topics.recommendations, rid, orjson.dumps(rec)))
             metrics.inc("events_out_total", labels={"topic": topics.recommendations.get_topic_name()})
             recent.append(rec)
             if rec["kind"] in ACTIONABLE:
                 action = await actions.execute(rec, settings, ec2)
-                await ctx.send(topics.actions, rid, orjson.dumps(action))
+                sent.append(await ctx.send(topics.actions, rid, orjson.dumps(action)))
                 metrics.inc("actions_total", labels={"kind": action["kind"], "status": action["status"]})
         del recent[:-500]
 
@@ -63,7 +63,11 @@ def register(ctx: Context) -> None:
                             continue
                         st["r"] = rightsizing.observe(st["r"], env["e"], lookback_hours=lookback)
                         st["res"] = env["e"]
+                    sent: list[Any] = []
                     for rid, st in states.items():
                         if "res" in st:
-                            await evaluate(rid, st)
+                            await evaluate(rid, st, sent)
+                    # the recommendations and actions first: a state says they were sent
+                    await delivered(sent)
+                    for rid, st in states.items():
                         table[rid] = st

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.common import SourceClock, dead_letter, fresh_items, groups, run_batches
+from finops_app.agents.common import SourceClock, dead_letter, delivered, fresh_items, groups, run_batches
 from finops_app.agents.ticks import Clock
 from finops_app.context import Context
 from finops_app.core import budget as budget_core
@@ -164,8 +164,10 @@ def register(ctx: Context, clock: Clock) -> None:
         items: list[Any],
         wm: int,
         latest_produce: int,
+        sent: list[Any],
     ) -> int:
-        """Add one group's new events to the unit's windows; returns the latest produce time seen."""
+        """Add one group's new events to the unit's windows; returns the latest produce time seen
+        (dead letters' delivery futures go to ``sent``)."""
         wsum: dict[int, list[Any]] = {}  # window start -> [cost, events]: one update per window
         rsum: dict[int, list[Any]] = {}  # ROI window start -> [cost, events, revenue, events]
         msum: dict[str, Decimal] = {}  # month -> cost
@@ -175,13 +177,15 @@ def register(ctx: Context, clock: Clock) -> None:
             if st["cur"] is None:
                 st["cur"] = body["currency"]
             elif body["currency"] != st["cur"]:
-                await dead_letter(
-                    ctx,
-                    event,
-                    f"currency {body['currency']} differs from {st['cur']} "
-                    "already used by this business unit; convert before sending",
-                    "window",
-                    raw=orjson.dumps([offset, produced, body]),
+                sent.append(
+                    await dead_letter(
+                        ctx,
+                        event,
+                        f"currency {body['currency']} differs from {st['cur']} "
+                        "already used by this business unit; convert before sending",
+                        "window",
+                        raw=orjson.dumps([offset, produced, body]),
+                    )
                 )
                 continue
             wstart, rstart = ts - ts % w_size, ts - ts % r_size
@@ -243,6 +247,7 @@ def register(ctx: Context, clock: Clock) -> None:
 
         latest_produce = 0
         applied = 0  # events counted (not skipped as already applied)
+        sent: list[Any] = []  # delivery futures of this batch's outputs
         for event in events:
             env = orjson.loads(event.value)
             if env["k"] == "tick":
@@ -259,7 +264,7 @@ def register(ctx: Context, clock: Clock) -> None:
                     continue
                 applied += len(items)
                 latest_produce = await apply(
-                    partition, prec, event, st, kind, src_id, items, wm, latest_produce
+                    partition, prec, event, st, kind, src_id, items, wm, latest_produce, sent
                 )
         if applied:
             metrics.inc("events_applied_total", applied, labels={"agent": "unit_windows"})
@@ -268,17 +273,20 @@ def register(ctx: Context, clock: Clock) -> None:
         for unit in set(states) | set(due_units):
             st = state_of(unit)
             for c in settle(totals, st, "w", wm):
-                await ctx.send(topics.aggregations, unit, orjson.dumps(window_total(unit, c, st["cur"])))
+                value = orjson.dumps(window_total(unit, c, st["cur"]))
+                sent.append(await ctx.send(topics.aggregations, unit, value))
                 metrics.inc("events_out_total", labels={"topic": topics.aggregations.get_topic_name()})
             for c in settle(rois, st, "r", wm):
-                await ctx.send(topics.roi, unit, orjson.dumps(roi_result(unit, c)))
+                sent.append(await ctx.send(topics.roi, unit, orjson.dumps(roi_result(unit, c))))
                 metrics.inc("events_out_total", labels={"topic": topics.roi.get_topic_name()})
-            await _budget_alerts(unit, st, wm)
+            await _budget_alerts(unit, st, wm, sent)
             due = [d for d in (settle_due(totals, st, "w"), settle_due(rois, st, "r")) if d is not None]
             if due:
                 prec["due"][unit] = min(due)
             else:
                 prec["due"].pop(unit, None)
+        # the outputs first: the state written next says they were sent (common.delivered)
+        await delivered(sent)
         for unit, st in states.items():
             store_unit(table, unit, st)
         if wm != wm_before or states or events:
@@ -308,7 +316,7 @@ def register(ctx: Context, clock: Clock) -> None:
             st["m"].pop(old, None)
             st["ma"].pop(old, None)
 
-    async def _budget_alerts(unit: str, st: dict[str, Any], wm: int) -> None:
+    async def _budget_alerts(unit: str, st: dict[str, Any], wm: int, sent: list[Any]) -> None:
         amount = budgets.get(unit)
         if amount is None or not st["m"] or wm <= 0:
             return
@@ -321,7 +329,7 @@ def register(ctx: Context, clock: Clock) -> None:
                 unit, month, kind, threshold, budget=amount, spent=spent, forecast=forecast, now_ms=wm
             )
             sent.append(budget_core.alert_key(kind, threshold))
-            await ctx.send(topics.budget_alerts, unit, orjson.dumps(alert))
+            sent.append(await ctx.send(topics.budget_alerts, unit, orjson.dumps(alert)))
             metrics.inc("events_out_total", labels={"topic": topics.budget_alerts.get_topic_name()})
 
     @app.agent(topics.by_unit, name="unit_windows")
