@@ -1352,6 +1352,14 @@ async def phase_latency(cfg: Config, R: dict[str, Any]) -> None:
                 slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-")  # event ids must be identifiers
                 cpu0, wait0 = proc_cpu_seconds(worker.pid), sched_wait_seconds(worker.pid)
                 kpid = devstack.read_pid(cfg.stack.var, "kafka")
+                # start where a whole window (plus the allowed lateness) fits before the end, else a
+                # short segment (the low-load one, 20 s of 10 s windows) can have no window to measure
+                lead = (window_ms + LATENESS_S * 1000 + 500) / 1000
+                if seconds >= lead + 1.5:
+                    room = seconds - lead  # the first whole window must start within this
+                    wait = (window_ms / 1000 - time.time() % (window_ms / 1000)) - room
+                    if wait > 0:
+                        await asyncio.sleep(wait + 0.05)
                 others0 = {"bench": time.process_time(), "broker": proc_cpu_seconds(kpid) if kpid else None}
                 t0 = time.time()
                 sent = await paced(seg_rate, seconds, send_event, maybe_spike)
