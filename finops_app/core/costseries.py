@@ -82,23 +82,37 @@ def split(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return hot_part(state), cold_part(state)
 
 
+def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """A state stored by an earlier release, in today's layout (in place; a no-op for today's).
+
+    Before 2026-11-27 a series kept one open bucket, ``b`` (its start) and ``v`` (its running sum),
+    instead of ``ob`` (every open bucket): a worker upgraded on such a changelog crashed its anomaly
+    agent on the first event (KeyError 'ob'). The open bucket moves into ``ob``.
+    """
+    for ser in state.get("s", {}).values():
+        if "ob" not in ser:
+            bucket, value = ser.pop("b", None), ser.pop("v", None)
+            ser["ob"] = {str(bucket): str(value if value is not None else "0")} if bucket is not None else {}
+    return state
+
+
 def join(hot: dict[str, Any] | None, cold: dict[str, Any] | None) -> dict[str, Any]:
     """A service's state from its stored parts (either may be missing; a value stored whole, from
     before the split, is its own hot part). The cold part's version wins: it is never behind."""
     if hot is None and cold is None:
         return new_service()
     if cold is None:
-        return hot  # type: ignore[return-value]
+        return _upgrade(hot)  # type: ignore[arg-type]
     state = dict(hot) if hot is not None else {"dr": {}, "h": {}}
     hot_series = state.get("s") or {}
     series: dict[str, Any] = {}
     for key, cold_ser in cold["s"].items():
-        ser = {"ob": {}, **hot_series.get(key, {})}
+        ser = dict(hot_series.get(key, {}))
         ser.update(cold_ser)
         series[key] = ser
     state["s"] = series
     state["cv"] = cold["cv"]
-    return state
+    return _upgrade(state)
 
 
 def severity(deviation_percent: float | None) -> str:

@@ -122,3 +122,34 @@ def test_a_crash_between_the_cold_and_the_hot_write_scores_nothing_twice() -> No
         assert state == clean_state, k
         assert sorted(set(records)) == sorted(set(clean_records)), k
         assert len(records) == len(clean_records), k
+
+
+def test_a_state_stored_by_the_one_open_bucket_release_is_upgraded() -> None:
+    """Before 2026-11-27 each series kept one open bucket as ``b``/``v``; such a changelog value
+    crashed the anomaly agent (KeyError 'ob') after an upgrade. It now loads with its open bucket."""
+    st = costseries.new_service()
+    for batch in batches()[:20]:
+        step(st, batch)
+    old = copy.deepcopy(st)
+    open_sums: dict[str, tuple[int, str]] = {}
+    for key, ser in old["s"].items():  # the earlier layout: one open bucket, or none
+        ob = ser.pop("ob")
+        ser.pop("ot", None)
+        (bucket, value) = next(iter(ob.items())) if ob else (None, "0")
+        ser["b"], ser["v"] = (int(bucket) if bucket is not None else None), value
+        if bucket is not None:
+            open_sums[key] = (int(bucket), value)
+    assert open_sums  # the fixture has open buckets to carry over
+    table = Table()
+    table["ec2"] = old  # stored whole, as then
+    loaded = load_service(table, "ec2")
+    assert all("b" not in ser and "v" not in ser for ser in loaded["s"].values())
+    for key, (bucket, value) in open_sums.items():
+        assert loaded["s"][key]["ob"] == {str(bucket): value}
+    # and the agent's next batches run on it, scoring the carried bucket like the current layout
+    current = copy.deepcopy(st)
+    for batch in batches()[20:32]:
+        assert step(loaded, batch) == step(current, batch)
+    # a cold part without the series' hot fields (its hot value lost) gets no open buckets
+    _, cold = costseries.split(st)
+    assert all(ser["ob"] == {} for ser in costseries.join(None, cold)["s"].values())
