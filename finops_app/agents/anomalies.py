@@ -44,7 +44,14 @@ def cold_key(service: str) -> str:
 
 def load_service(table: Any, service: str) -> dict[str, Any]:
     """A service's series state from its hot and cold table values."""
-    return costseries.join(table.get(service), table.get(cold_key(service)))
+    return load_for_update(table, service)[0]
+
+
+def load_for_update(table: Any, service: str) -> tuple[dict[str, Any], int | None]:
+    """``load_service`` and the version of the cold part as stored (None: none stored), for
+    ``store_service``: a cold part upgraded on load (``costseries.join``) is then written again."""
+    cold = table.get(cold_key(service))
+    return costseries.join(table.get(service), cold), (cold.get("cv", 0) if cold is not None else None)
 
 
 def store_service(table: Any, service: str, state: dict[str, Any], loaded_version: int | None) -> None:
@@ -83,8 +90,8 @@ def register(ctx: Context, clock: Clock) -> None:
         def state_of(service: str) -> dict[str, Any]:
             st = states.get(service)
             if st is None:
-                st = states[service] = load_service(table, service)
-                loaded[service] = st.get("cv") if st["s"] else None
+                st, loaded[service] = load_for_update(table, service)
+                states[service] = st
             return st
 
         now_ms = int(time.time() * 1000)

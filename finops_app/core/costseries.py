@@ -26,6 +26,7 @@ stale hot part instead of scoring it twice.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -34,6 +35,8 @@ from typing import Any
 from finops_app.core import detector
 from finops_app.core.money import q4s
 from finops_app.core.validate import iso
+
+logger = logging.getLogger(__name__)
 
 MAX_ZERO_FILL = 12  # empty buckets fed as zero cost before a gap counts as missing data
 TOP_RESOURCES = 20  # resources tracked per bucket for the driver list
@@ -87,13 +90,25 @@ def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
 
     Before 2026-11-27 a series kept one open bucket, ``b`` (its start) and ``v`` (its running sum),
     instead of ``ob`` (every open bucket): a worker upgraded on such a changelog crashed its anomaly
-    agent on the first event (KeyError 'ob'). The open bucket moves into ``ob``.
+    agent on the first event (KeyError 'ob'). The open bucket moves into ``ob``. A detector state
+    missing fields this release needs is replaced by a new one (the series learns again).
     """
-    for ser in state.get("s", {}).values():
+    for key, ser in state.get("s", {}).items():
         if "ob" not in ser:
             bucket, value = ser.pop("b", None), ser.pop("v", None)
             ser["ob"] = {str(bucket): str(value if value is not None else "0")} if bucket is not None else {}
+        d = ser.get("d")
+        if not isinstance(d, dict) or not d.keys() >= _DETECTOR_KEYS:
+            # a detector state this release cannot read (fields added since): the series learns
+            # again from its next buckets rather than crash the agent on every batch
+            logger.warning("series %s: detector state from an earlier release; it learns again", key)
+            ser["d"] = detector.new_state()
+            ser["inc"] = None  # its open incident, if any, is dropped with the model that opened it
+            _touch(state)  # the cold part is written again with the next batch
     return state
+
+
+_DETECTOR_KEYS = frozenset(detector.new_state())
 
 
 def join(hot: dict[str, Any] | None, cold: dict[str, Any] | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from finops_app.agents.anomalies import cold_key, load_service, store_service
+from finops_app.agents.anomalies import cold_key, load_for_update, load_service, store_service
 from finops_app.core import costseries
 from tests.unit.test_costseries import CFG, T0, B, ev
 
@@ -153,3 +153,36 @@ def test_a_state_stored_by_the_one_open_bucket_release_is_upgraded() -> None:
     # a cold part without the series' hot fields (its hot value lost) gets no open buckets
     _, cold = costseries.split(st)
     assert all(ser["ob"] == {} for ser in costseries.join(None, cold)["s"].values())
+
+
+def test_a_detector_state_this_release_cannot_read_learns_again(caplog) -> None:  # type: ignore[no-untyped-def]
+    """A detector state missing fields added since (the 2026-11-27 demo state lacked ``zb``) is
+    replaced by a new one, its cold part marked for rewriting, instead of crashing every batch."""
+    st = costseries.new_service()
+    for batch in batches()[:20]:
+        step(st, batch)
+    hot, cold = costseries.split(st)
+    stale = copy.deepcopy(cold)
+    for ser in stale["s"].values():
+        for field in ("zb", "zv", "zn"):
+            ser["d"].pop(field)
+    loaded = costseries.join(copy.deepcopy(hot), stale)
+    assert all(ser["d"] == costseries.detector.new_state() for ser in loaded["s"].values())
+    assert costseries.cold_version(loaded) > cold["cv"]  # the agent writes the cold part again
+    assert "learns again" in caplog.text
+    for batch in batches()[20:40]:  # and the agent runs on it
+        step(loaded, batch)
+    assert all(ser["d"]["n"] > 0 for ser in loaded["s"].values())
+    # today's states are left alone
+    assert costseries.join(copy.deepcopy(hot), copy.deepcopy(cold)) == st
+    # through the agent's load and store: the new detector state is written, and read back as is
+    table = Table()
+    table[cold_key("ec2")], table["ec2"] = stale, hot
+    table.writes.clear()
+    caplog.clear()
+    st2, loaded = load_for_update(table, "ec2")
+    store_service(table, "ec2", st2, loaded)
+    assert table.writes == [cold_key("ec2"), "ec2"]
+    caplog.clear()
+    assert load_service(table, "ec2") == st2
+    assert "learns again" not in caplog.text
