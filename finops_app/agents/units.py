@@ -164,10 +164,10 @@ def register(ctx: Context, clock: Clock) -> None:
         items: list[Any],
         wm: int,
         latest_produce: int,
-        sent: list[Any],
+        outputs: list[Any],
     ) -> int:
         """Add one group's new events to the unit's windows; returns the latest produce time seen
-        (dead letters' delivery futures go to ``sent``)."""
+        (dead letters' delivery futures go to ``outputs``)."""
         wsum: dict[int, list[Any]] = {}  # window start -> [cost, events]: one update per window
         rsum: dict[int, list[Any]] = {}  # ROI window start -> [cost, events, revenue, events]
         msum: dict[str, Decimal] = {}  # month -> cost
@@ -177,7 +177,7 @@ def register(ctx: Context, clock: Clock) -> None:
             if st["cur"] is None:
                 st["cur"] = body["currency"]
             elif body["currency"] != st["cur"]:
-                sent.append(
+                outputs.append(
                     await dead_letter(
                         ctx,
                         event,
@@ -247,7 +247,7 @@ def register(ctx: Context, clock: Clock) -> None:
 
         latest_produce = 0
         applied = 0  # events counted (not skipped as already applied)
-        sent: list[Any] = []  # delivery futures of this batch's outputs
+        outputs: list[Any] = []  # delivery futures of this batch's outputs
         for event in events:
             env = orjson.loads(event.value)
             if env["k"] == "tick":
@@ -264,7 +264,7 @@ def register(ctx: Context, clock: Clock) -> None:
                     continue
                 applied += len(items)
                 latest_produce = await apply(
-                    partition, prec, event, st, kind, src_id, items, wm, latest_produce, sent
+                    partition, prec, event, st, kind, src_id, items, wm, latest_produce, outputs
                 )
         if applied:
             metrics.inc("events_applied_total", applied, labels={"agent": "unit_windows"})
@@ -274,19 +274,19 @@ def register(ctx: Context, clock: Clock) -> None:
             st = state_of(unit)
             for c in settle(totals, st, "w", wm):
                 value = orjson.dumps(window_total(unit, c, st["cur"]))
-                sent.append(await ctx.send(topics.aggregations, unit, value))
+                outputs.append(await ctx.send(topics.aggregations, unit, value))
                 metrics.inc("events_out_total", labels={"topic": topics.aggregations.get_topic_name()})
             for c in settle(rois, st, "r", wm):
-                sent.append(await ctx.send(topics.roi, unit, orjson.dumps(roi_result(unit, c))))
+                outputs.append(await ctx.send(topics.roi, unit, orjson.dumps(roi_result(unit, c))))
                 metrics.inc("events_out_total", labels={"topic": topics.roi.get_topic_name()})
-            await _budget_alerts(unit, st, wm, sent)
+            await _budget_alerts(unit, st, wm, outputs)
             due = [d for d in (settle_due(totals, st, "w"), settle_due(rois, st, "r")) if d is not None]
             if due:
                 prec["due"][unit] = min(due)
             else:
                 prec["due"].pop(unit, None)
         # the outputs first: the state written next says they were sent (common.delivered)
-        await delivered(sent)
+        await delivered(outputs)
         for unit, st in states.items():
             store_unit(table, unit, st)
         if wm != wm_before or states or events:
@@ -316,7 +316,8 @@ def register(ctx: Context, clock: Clock) -> None:
             st["m"].pop(old, None)
             st["ma"].pop(old, None)
 
-    async def _budget_alerts(unit: str, st: dict[str, Any], wm: int, sent: list[Any]) -> None:
+    async def _budget_alerts(unit: str, st: dict[str, Any], wm: int, outputs: list[Any]) -> None:
+        """Send the budget alerts now due; their delivery futures go to ``outputs``."""
         amount = budgets.get(unit)
         if amount is None or not st["m"] or wm <= 0:
             return
@@ -329,7 +330,7 @@ def register(ctx: Context, clock: Clock) -> None:
                 unit, month, kind, threshold, budget=amount, spent=spent, forecast=forecast, now_ms=wm
             )
             sent.append(budget_core.alert_key(kind, threshold))
-            sent.append(await ctx.send(topics.budget_alerts, unit, orjson.dumps(alert)))
+            outputs.append(await ctx.send(topics.budget_alerts, unit, orjson.dumps(alert)))
             metrics.inc("events_out_total", labels={"topic": topics.budget_alerts.get_topic_name()})
 
     @app.agent(topics.by_unit, name="unit_windows")

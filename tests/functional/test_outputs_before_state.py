@@ -127,3 +127,42 @@ async def test_series_state_waits_for_its_anomaly_records(app_factory, monkeypat
         assert writes.applied("ec2") == {"c0": n}, "state written before its anomaly was acknowledged"
         gate.release()
         await eventually(lambda: writes.applied("ec2") == {"c0": n + 2}, "the state once acknowledged")
+
+
+async def test_budget_alerts_wait_too_and_the_state_keeps_only_alert_keys(app_factory, monkeypatch) -> None:
+    """A budget alert's delivery is held like a window total's; the unit's record of sent alerts
+    keeps the alerts' keys only (a delivery future stored in it broke the changelog's JSON: CI,
+    2026-11-28), and every value written is JSON as the changelog needs."""
+    from decimal import Decimal
+
+    app, ctx, sent = app_factory(
+        window_seconds=300,
+        roi_window_seconds=600,
+        allowed_lateness_seconds=0,
+        idle_timeout_seconds=0.0,
+        budgets={"ecommerce": Decimal("5")},
+    )
+    gate = Gate(sent)
+    monkeypatch.setattr(ctx, "send", gate.send)
+    writes = Writes(ctx.tables.unit_state, monkeypatch)
+    written: list[Any] = []
+    real = type(ctx.tables.unit_state).__setitem__
+
+    def encode_each(tbl: Any, key: Any, value: Any) -> None:
+        written.append(orjson.dumps(value))  # raises on a value the changelog could not carry
+        real(tbl, key, value)
+
+    monkeypatch.setattr(type(ctx.tables.unit_state), "__setitem__", encode_each)
+    async with app.agents["unit_windows"].test_context() as a:
+        gate.held = True
+        await a.put(env("cost", cost(1, 1, "10.10"), 0, 1), key=b"ecommerce", partition=0)
+        await sent.wait_for(lambda s: len(s.on(topics.BUDGET_ALERTS)) >= 1)
+        await asyncio.sleep(0.3)
+        assert gate.pending and not writes.applied("ecommerce"), (
+            "state written before its alert was acknowledged"
+        )
+        gate.release()
+        await eventually(lambda: writes.applied("ecommerce") == {"c0": 1}, "the state once acknowledged")
+    state = ctx.tables.unit_state["ecommerce"]
+    assert state["ma"] and all(isinstance(k, str) for keys in state["ma"].values() for k in keys), state["ma"]
+    assert written
