@@ -7,6 +7,7 @@ compares them with the worker's own view of each key (``/finops/tables/<table>/<
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from finops_app import topics
@@ -42,7 +43,14 @@ async def test_unit_and_series_state_changelogs_match_the_worker(settings_factor
     await read_topic(settings, topics.AGGREGATIONS, lambda rs: len(rs) >= 4, timeout=60)
 
     def served(table: str, key: str) -> Any:
-        status, body = worker.get(f"/finops/tables/{table}/{key}/")
+        # an agent writes its state only after the broker acknowledged the outputs it records
+        # (agents.common.delivered): a total can be read a moment before its unit's value exists
+        deadline = time.monotonic() + 15
+        while True:
+            status, body = worker.get(f"/finops/tables/{table}/{key}/")
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert status == 200, (table, key, status, body)
         return body["value"]
 
