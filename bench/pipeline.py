@@ -162,15 +162,20 @@ def _own_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _tree_total(pid: int, own: Callable[[int], float | None]) -> float | None:
+    """``own(pid)`` plus ``own`` of each living descendant; None when ``pid`` itself is gone."""
+    first = own(pid)
+    if first is None:
+        return None
+    return first + sum(own(p) or 0 for p in process_tree(pid)[1:])
+
+
 def proc_cpu_seconds(pid: int) -> float | None:
     """CPU seconds of ``pid`` and its living descendants (a worker's intake child included).
 
     A child started and ended between two readings is missed (the intake child lives as long as
     its worker unless it crashes, which the worker's log and health report)."""
-    own = _own_cpu_seconds(pid)
-    if own is None:
-        return None
-    return own + sum(_own_cpu_seconds(p) or 0.0 for p in process_tree(pid)[1:])
+    return _tree_total(pid, _own_cpu_seconds)
 
 
 def _own_vm_hwm_kb(pid: int) -> int | None:
@@ -186,10 +191,8 @@ def _own_vm_hwm_kb(pid: int) -> int | None:
 def vm_hwm_kb(pid: int) -> int | None:
     """Peak resident memory of ``pid`` plus that of each living descendant (the sum of the peaks:
     an upper bound of the tree's peak, since the processes may peak at different times)."""
-    own = _own_vm_hwm_kb(pid)
-    if own is None:
-        return None
-    return own + sum(_own_vm_hwm_kb(p) or 0 for p in process_tree(pid)[1:])
+    total = _tree_total(pid, _own_vm_hwm_kb)
+    return None if total is None else int(total)
 
 
 def machine_info() -> dict[str, Any]:
@@ -629,19 +632,21 @@ async def produce_records(
 # -- phase 1 + 2: raw baselines and pipeline throughput ---------------------------------------------
 
 
+def _own_sched_wait_seconds(pid: int) -> float | None:
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[1])
+    except OSError:
+        return None
+    return total / 1e9
+
+
 def sched_wait_seconds(pid: int) -> float | None:
     """Seconds the threads of ``pid`` and its descendants spent runnable but waiting for a CPU
     (/proc/<pid>/task/*/schedstat)."""
-    total = 0
-    for n, p in enumerate(process_tree(pid)):
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    total += int((task / "schedstat").read_text().split()[1])
-        except OSError:
-            if n == 0:
-                return None
-    return total / 1e9
+    return _tree_total(pid, _own_sched_wait_seconds)
 
 
 async def offsets_summary(

@@ -191,8 +191,8 @@ class Settings:
         True,
         "Run intake (validation, re-keying) in a child process of the worker, on another CPU core; "
         "the worker supervises it and merges its metrics and health (finops_app/intake_process.py). "
-        "false: intake shares the worker's event loop (one process, ~75-110 MiB less memory; for a "
-        "host with a single CPU core).",
+        "false: intake shares the worker's event loop (one process, ~110-135 MiB less peak memory in "
+        "bench/run; for a host with a single CPU core).",
         group="stream",
     )
     gc_threshold: int = _f(
