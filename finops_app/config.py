@@ -161,6 +161,13 @@ class Settings:
     batch_within_seconds: float = _f(
         0.05, "Longest wait to fill a batch (intake reads and agent batches alike).", group="stream"
     )
+    agent_retry_seconds: float = _f(
+        60.0,
+        "A stateful agent whose batch raises retries it (backoff 0.1 s doubling to 5 s) for this long, "
+        "health degraded meanwhile; then the worker exits with code 1 without committing the batch, "
+        "so the next worker replays it (at-least-once, counted once). 0 exits at the first failure.",
+        group="stream",
+    )
     faust_fast_delivery: bool = _f(
         False,
         "Experimental, off: hand fetched records to agents without Faust's four asyncio tasks per "
@@ -377,6 +384,8 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}GC_THRESHOLD must be 0 (Python's default) or more")
         if self.restore_bulk_seconds < 0:
             raise ConfigError(f"{ENV_PREFIX}RESTORE_BULK_SECONDS must be 0 (off) or more")
+        if self.agent_retry_seconds < 0:
+            raise ConfigError(f"{ENV_PREFIX}AGENT_RETRY_SECONDS must be 0 (no retry) or more")
         if self.roi_window_seconds % self.window_seconds:
             raise ConfigError(
                 f"{ENV_PREFIX}ROI_WINDOW_SECONDS ({self.roi_window_seconds}) must be a multiple of "

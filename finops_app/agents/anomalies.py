@@ -137,4 +137,4 @@ def register(ctx: Context, clock: Clock) -> None:
     @app.agent(topics.by_service, name="cost_anomalies")
     async def cost_anomalies(stream: Any) -> None:
         """EWMA anomaly detection per service, (service, unit) and (service, region)."""
-        await run_batches(stream, settings, metrics, "cost_anomalies", process)
+        await run_batches(stream, ctx, "cost_anomalies", process)

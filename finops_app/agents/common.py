@@ -157,14 +157,15 @@ class Outbox:
 
 
 AGENT_BATCH_WAIT_S = 0.01  # longest wait of a stream agent for more records once it is idle
+RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0  # backoff between attempts of a failing batch
 
 
 async def run_batches(
     stream: Any,
-    settings: Any,
-    metrics: Any,
+    ctx: Context,
     agent: str,
     process: Callable[[int, list[Any]], Awaitable[None]],
+    within: float | None = None,
 ) -> None:
     """Feed a stream agent's records to ``process(partition, events)``, in batches of what has arrived.
 
@@ -175,21 +176,120 @@ async def run_batches(
     there and not wait for more: with ``batch_within`` (50 ms) every batch waited that long and
     the worker idled (bench: 0.6 cores busy while the agents fell behind); with a small record count
     it wrote its tables once per record (1.5x the CPU per event). A short wait and a large count
-    give batches of whatever has arrived, and at most AGENT_BATCH_WAIT_S when the agent is idle.
+    give batches of whatever has arrived, and at most AGENT_BATCH_WAIT_S when the agent is idle
+    (``within`` overrides it: the ledger and recommendations wait the configured time).
 
     Each partition's events run in the context of one of them, so table I/O goes to that partition;
     the time spent, batches and records are counted per agent (the rest of the time it waited).
+
+    A partition's events whose ``process`` raises are retried (``retrying``), and the worker stops
+    if they keep failing (``stop_worker``): Faust acks a batch when the loop moves on, whatever
+    happened, so an exception let out of here would commit the batch as done and lose it.
     """
-    take_max, within = settings.batch_size, min(settings.batch_within_seconds, AGENT_BATCH_WAIT_S)
+    settings, metrics = ctx.settings, ctx.metrics
+    take_max = settings.batch_size
+    if within is None:
+        within = min(settings.batch_within_seconds, AGENT_BATCH_WAIT_S)
     labels = {"agent": agent}
     async for batch in stream.take_events(take_max, within=within):
         started = time.perf_counter()
-        for partition, events in by_partition(batch).items():
+        parts = list(by_partition(batch).items())
+        for i, (partition, events) in enumerate(parts):
             with event_context(events[-1]):
-                await process(partition, events)
+                error = await retrying(ctx, agent, partition, events, process)
+            if error is not None:
+                await stop_worker(ctx, agent, [e for _, rest in parts[i:] for e in rest], error)
         metrics.inc("agent_busy_seconds_total", time.perf_counter() - started, labels=labels)
         metrics.inc("agent_batches_total", labels=labels)
         metrics.inc("agent_records_total", len(batch), labels=labels)
+
+
+async def retrying(
+    ctx: Context,
+    agent: str,
+    partition: int,
+    events: list[Any],
+    process: Callable[[int, list[Any]], Awaitable[None]],
+) -> BaseException | None:
+    """Run ``process(partition, events)`` until it succeeds (None) or has failed for longer than
+    ``FINOPS_AGENT_RETRY_SECONDS`` (its last exception).
+
+    Safe to repeat because an agent writes its state only after the batch's outputs were
+    acknowledged (``delivered``) and reads a fresh copy of every value (the RocksDB store decodes
+    each read): an attempt that failed before its writes left the state as it was, one that failed
+    between two writes left keys that skip the events they already counted (``fresh_items``). The
+    repeated outputs carry the same revisions (at-least-once). While it fails, the worker's health
+    is degraded and ``agent_failures`` in it says which agent, partition, offsets and error.
+    """
+    settings, metrics = ctx.settings, ctx.metrics
+    failures: dict[str, Any] = ctx.extras.setdefault("agent_failures", {})
+    first_failed: float | None = None
+    attempts = 0
+    delay = RETRY_FIRST_S
+    msg = events[0].message
+    where = f"{msg.topic}[{partition}] offsets {msg.offset}..{events[-1].message.offset}"
+    while True:
+        try:
+            await process(partition, events)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure: retry, then stop without committing
+            attempts += 1
+            now = time.monotonic()
+            if first_failed is None:
+                first_failed = now
+                logger.exception("agent %s: the batch of %s failed; retrying it", agent, where)
+            metrics.inc("agent_errors_total", labels={"agent": agent})
+            failures[agent] = {
+                "records": where,
+                "attempts": attempts,
+                "failing_seconds": round(now - first_failed, 1),
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+            left = settings.agent_retry_seconds - (now - first_failed)
+            if left <= 0:
+                return exc
+            if attempts > 1:
+                logger.warning(
+                    "agent %s: the batch of %s failed again (attempt %d, %s: %s); next attempt in %.1f s",
+                    agent, where, attempts, type(exc).__name__, exc, min(delay, left),
+                )  # fmt: skip
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, RETRY_MAX_S)
+        else:
+            if attempts:
+                failures.pop(agent, None)
+                logger.warning("agent %s: the batch of %s passed at attempt %d", agent, where, attempts + 1)
+            return None
+
+
+def hold(events: list[Any]) -> None:
+    """Keep ``events`` from ever being committed: their messages count as acked already, so a later
+    ack (``take_events``' own) never adds their offsets to the consumer's acked list, and the
+    consumer commits a partition only up to its first offset not in that list."""
+    for event in events:
+        event.message.acked = True
+
+
+async def stop_worker(ctx: Context, agent: str, held: list[Any], error: BaseException) -> None:
+    """Stop the worker (exit code 1) without committing ``held``, the records not processed.
+
+    Faust's ``take_events`` acks the batch in the ``finally`` of its ``yield``, which runs even as
+    the worker cancels this agent on its way out; the consumer would then commit those offsets at
+    shutdown and the next worker would never see them. Marking the messages acked beforehand makes
+    that ack a no-op, and the consumer commits only offsets up to the first record not acked, so
+    the next worker replays from the failed batch (events already counted are skipped by their
+    source offsets). Waits here until the worker cancels the agent.
+    """
+    hold(held)
+    logger.critical(
+        "agent %s: a batch kept failing for %.0f s (FINOPS_AGENT_RETRY_SECONDS); stopping the worker "
+        "without committing it (%d records), so the next worker replays it. Last error: %s: %s. "
+        "Fix its cause (the traceback above), then start the worker again.",
+        agent, ctx.settings.agent_retry_seconds, len(held), type(error).__name__, error,
+    )  # fmt: skip
+    await ctx.app.crash(error)
+    await asyncio.Event().wait()
 
 
 async def delivered(futures: list[Any]) -> None:

@@ -13,11 +13,11 @@ from typing import Any
 import orjson
 
 from finops_app import actions
-from finops_app.agents.common import delivered, first_delivery
+from finops_app.agents.common import delivered, first_delivery, run_batches
 from finops_app.context import Context
 from finops_app.core import rightsizing
 from finops_app.core.prices import load_overrides
-from finops_app.tables.state import by_partition, decode_key, event_context
+from finops_app.tables.state import decode_key
 
 ACTIONABLE = frozenset({"stop_idle", "rightsize"})
 
@@ -46,28 +46,28 @@ def register(ctx: Context) -> None:
                 metrics.inc("actions_total", labels={"kind": action["kind"], "status": action["status"]})
         del recent[:-500]
 
+    async def process(partition: int, events: list[Any]) -> None:
+        states: dict[str, dict[str, Any]] = {}
+        for event in events:
+            env = orjson.loads(event.value)
+            rid = decode_key(event.message.key)
+            st = states.get(rid) or table.get(rid) or {"r": rightsizing.new_state(), "h": {}}
+            states[rid] = st
+            if not first_delivery(st, env):
+                metrics.inc("duplicates_skipped_total", labels={"agent": "recommendations"})
+                continue
+            st["r"] = rightsizing.observe(st["r"], env["e"], lookback_hours=lookback)
+            st["res"] = env["e"]
+        sent: list[Any] = []
+        for rid, st in states.items():
+            if "res" in st:
+                await evaluate(rid, st, sent)
+        # the recommendations and actions first: a state says they were sent
+        await delivered(sent)
+        for rid, st in states.items():
+            table[rid] = st
+
     @app.agent(topics.by_resource, name="recommendations")
     async def recommendations(stream: Any) -> None:
         """Right-size, stop, spot and storage-tier recommendations from utilisation."""
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-            for _, events in by_partition(batch).items():
-                with event_context(events[-1]):
-                    states: dict[str, dict[str, Any]] = {}
-                    for event in events:
-                        env = orjson.loads(event.value)
-                        rid = decode_key(event.message.key)
-                        st = states.get(rid) or table.get(rid) or {"r": rightsizing.new_state(), "h": {}}
-                        states[rid] = st
-                        if not first_delivery(st, env):
-                            metrics.inc("duplicates_skipped_total", labels={"agent": "recommendations"})
-                            continue
-                        st["r"] = rightsizing.observe(st["r"], env["e"], lookback_hours=lookback)
-                        st["res"] = env["e"]
-                    sent: list[Any] = []
-                    for rid, st in states.items():
-                        if "res" in st:
-                            await evaluate(rid, st, sent)
-                    # the recommendations and actions first: a state says they were sent
-                    await delivered(sent)
-                    for rid, st in states.items():
-                        table[rid] = st
+        await run_batches(stream, ctx, "recommendations", process, within=settings.batch_within_seconds)

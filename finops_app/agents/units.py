@@ -336,4 +336,4 @@ def register(ctx: Context, clock: Clock) -> None:
     @app.agent(topics.by_unit, name="unit_windows")
     async def unit_windows(stream: Any) -> None:
         """Window totals, ROI and budgets per business unit."""
-        await run_batches(stream, settings, metrics, "unit_windows", process)
+        await run_batches(stream, ctx, "unit_windows", process)

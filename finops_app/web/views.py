@@ -50,8 +50,10 @@ def health(ctx: Context) -> dict[str, Any]:
     view_status = view.status() if view is not None else None
     reachable = view_status["broker_reachable"] if view_status else None
     intake_status = intake.status() if intake is not None else None
+    failing = dict(ctx.extras.get("agent_failures") or {})  # agents retrying a batch (run_batches)
     ok = (
         recovery_done
+        and not failing
         and reachable is not False
         # intake in its own process: ready once the child runs and reports (not while it restarts)
         and (intake_status is None or intake_status.get("ready", True))
@@ -72,6 +74,7 @@ def health(ctx: Context) -> dict[str, Any]:
         "partitions_assigned": assigned,
         "recovery_finished": recovery_done,
         "intake": intake_status,
+        "agent_failures": failing,
         "sink": sink_status,
         "results_view": view_status,
         "results_consumer_lag": view_status["lag"] if view_status else None,

@@ -1,0 +1,102 @@
+"""A stateful agent's failing batch is retried in place, and a batch given up is never committed
+(``agents.common.retrying`` and ``hold``; the whole path on a real worker and broker is in
+tests/integration/test_agent_failures.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+
+from finops_app.agents.common import hold, retrying
+from finops_app.web.views import health
+
+
+class Ev:
+    def __init__(self, message: ConsumerMessage) -> None:
+        self.message = message
+
+
+def events(topic: str, offsets: range, partition: int = 0) -> list[Any]:
+    return [
+        Ev(
+            ConsumerMessage(
+                topic, partition, o, time.time(), 0, None, b"k", b"{}", None, tp=TP(topic, partition)
+            )
+        )
+        for o in offsets
+    ]
+
+
+async def test_a_failing_batch_is_retried_until_it_passes(app_factory) -> None:
+    _app, ctx, _ = app_factory()
+    calls: list[tuple[int, int]] = []
+    seen_health: list[dict[str, Any]] = []
+
+    async def process(partition: int, evs: list[Any]) -> None:
+        calls.append((partition, len(evs)))
+        if len(calls) <= 2:
+            raise KeyError("ob")
+        seen_health.append(health(ctx))
+
+    batch = events("t.by-unit", range(10, 15), partition=1)
+    assert await retrying(ctx, "unit_windows", 1, batch, process) is None
+    assert calls == [(1, 5)] * 3
+    assert ctx.metrics.counters["agent_errors_total"] == {(("agent", "unit_windows"),): 2.0}
+    # while it failed, health said which records and why; once it passed, the failure is gone
+    (during,) = seen_health
+    assert during["status"] == "degraded"
+    assert during["agent_failures"]["unit_windows"]["records"] == "t.by-unit[1] offsets 10..14"
+    assert during["agent_failures"]["unit_windows"]["attempts"] == 2
+    assert during["agent_failures"]["unit_windows"]["error"] == "KeyError: 'ob'"
+    assert ctx.extras["agent_failures"] == {}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "min_calls", "max_calls"),
+    # 0.5 s: attempts after 0.1, 0.2 and 0.2 s (capped at the time left); 0: no retry at all
+    [(0.5, 4, 6), (0.0, 1, 1)],
+)
+async def test_a_batch_failing_past_the_retry_time_is_given_up(
+    app_factory, seconds: float, min_calls: int, max_calls: int
+) -> None:
+    _app, ctx, _ = app_factory(agent_retry_seconds=seconds)
+    calls = 0
+
+    async def process(partition: int, evs: list[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("broker gone")
+
+    started = time.monotonic()
+    error = await retrying(ctx, "cost_anomalies", 0, events("t", range(3)), process)
+    took = time.monotonic() - started
+    assert isinstance(error, RuntimeError) and str(error) == "broker gone"
+    assert seconds <= took < seconds + 1.5, took
+    assert min_calls <= calls <= max_calls
+    assert ctx.extras["agent_failures"]["cost_anomalies"]["attempts"] == calls
+
+
+async def test_held_records_are_never_committed(app_factory) -> None:
+    """Faust's take_events acks a batch in its ``finally`` whatever happened to it; records held
+    first must not move the partition's committable offset past the first of them."""
+    app, _ctx, _ = app_factory()
+    topic = "t.by-unit"
+    tp = TP(topic, 0)
+    consumer = app.consumer
+    app.topics._acking_topics.add(topic)  # an agent subscribed to it (done when the worker starts)
+    done, failed, after = events(topic, range(0, 3)), events(topic, range(3, 6)), events(topic, range(6, 9))
+    hold(failed)
+    for ev in done + failed + after:  # what take_events' finally and later batches do
+        ev.message.ack(consumer)
+    assert consumer._new_offset(tp) == 3  # commits 0..2 only: the next worker starts at offset 3
+
+    # the same acks without the hold would commit past the failed records
+    app2, _, _ = app_factory()
+    app2.topics._acking_topics.add(topic)
+    for ev in events(topic, range(0, 9)):
+        ev.message.ack(app2.consumer)
+    assert app2.consumer._new_offset(tp) == 9
