@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> faust.App:
         # The group leader assigns only topics in its metadata: topics created just before it joined
         # can be missing there, and then every member gets nothing until the next refresh
         # (aiokafka's default: 5 minutes). Refreshed every 10 s, a new topic is seen and assigned.
-        consumer_metadata_max_age_ms=10_000,
+        consumer_metadata_max_age_ms=kafka.METADATA_MAX_AGE_MS,
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         table_standby_replicas=1,

@@ -41,6 +41,7 @@ from finops_app.metrics import Metrics
 logger = logging.getLogger(__name__)
 REPORT_S = 0.25
 STALE_S = 10.0  # a child silent this long (event loop stuck) makes the worker's health degraded
+STOP_GRACE_S = 3.0  # after a clean child exit, how long the worker waits for its own stop before a restart
 _NOT_MERGED = ("gc_",)  # the child's own garbage collector counters stay in the child
 
 
@@ -221,6 +222,10 @@ class IntakeProcess(Service):
                     self.last_report_at = time.time()
                 continue
             code = await proc.wait()  # end of output: the child exited
+            if code == 0 and not self.should_stop:
+                # a clean exit means a signal, usually SIGTERM or Ctrl-C to the worker's whole process
+                # group: the worker is then stopping too, a moment later (it logged a restart before)
+                await self.sleep(STOP_GRACE_S)
             if self.should_stop:
                 return
             self.restarts += 1

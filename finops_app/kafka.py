@@ -29,11 +29,20 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+# How often every client refreshes its metadata (aiokafka's default is 5 minutes). A group leader
+# assigns only the topics in its metadata: topics created just before it joined (the preflight
+# creates them all on a fresh cluster) could be missing there, and the group then sat without
+# partitions until the next refresh (seen for Faust's group in the scaling test, and for the intake
+# group in tests/integration/test_agent_failures.py on a broker started a moment before).
+METADATA_MAX_AGE_MS = 10_000
+
+
 def client_kwargs(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for AIOKafkaProducer / AIOKafkaConsumer / AIOKafkaAdminClient."""
     kwargs: dict[str, Any] = {
         "bootstrap_servers": settings.broker_hosts,
         "security_protocol": settings.kafka_security_protocol,
+        "metadata_max_age_ms": METADATA_MAX_AGE_MS,
     }
     ctx = ssl_context(settings)
     if ctx is not None:
@@ -118,7 +127,7 @@ async def first_connect_error(settings: Settings) -> BaseException | None:
     from aiokafka.conn import create_conn
 
     kwargs = client_kwargs(settings)
-    del kwargs["bootstrap_servers"]
+    del kwargs["bootstrap_servers"], kwargs["metadata_max_age_ms"]  # client options, not connection ones
     first: BaseException | None = None
     for server in settings.broker_hosts.split(","):
         host, sep, port = server.rpartition(":")

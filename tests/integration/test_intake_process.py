@@ -111,3 +111,11 @@ async def test_intake_in_a_child_process_exact_supervised_and_never_orphaned(
     os.kill(worker.proc.pid, signal.SIGKILL)
     worker.proc.wait(timeout=30)
     wait_for(lambda: not pid_alive(second), 15, f"intake process {second} to end with the worker", worker)
+
+    # SIGTERM to the process group (Ctrl-C, a service manager): the child stops first, cleanly,
+    # and the stopping worker does not start another one (it logged a restart before)
+    other = worker_factory.start(settings)
+    other.wait_healthy()
+    other.stop()
+    assert other.proc is not None and other.proc.returncode == 0, other.log_tail()
+    assert "starting it again" not in other.log_tail(200_000), other.log_tail()

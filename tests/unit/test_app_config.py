@@ -20,3 +20,11 @@ def test_settings_correctness_depends_on() -> None:
     # topics created just before a fresh group joined were left unassigned for aiokafka's default
     # 5 minutes (test_scaling's start: "not spread over the workers: [set(), set(), set()]")
     assert conf.consumer_metadata_max_age_ms == 10_000
+
+
+def test_every_aiokafka_client_refreshes_its_metadata_every_10_s() -> None:
+    """The intake group (and the sink's) sat without partitions on a broker started a moment
+    before, with aiokafka's default 5 minutes (tests/integration/test_agent_failures.py)."""
+    from finops_app.kafka import client_kwargs
+
+    assert client_kwargs(Settings())["metadata_max_age_ms"] == 10_000
