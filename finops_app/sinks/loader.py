@@ -462,7 +462,8 @@ class BulkLoader:
                 raise _RowDataError(_first_line(exc)) from None
             self._ready.discard(spec.fqn)  # perhaps a table is missing: check again next time
             verb = sql.split(maxsplit=1)[0]
-            raise SinkError(f"{spec.fqn}: Snowflake refused {verb}: {_first_line(exc)}") from None
+            hint = MISSING_HINT if getattr(exc, "errno", None) == MISSING_OBJECT else ""
+            raise SinkError(f"{spec.fqn}: Snowflake refused {verb}: {_first_line(exc)}{hint}") from None
         except errors.Error as exc:
             self._invalidate(_first_line(exc))
             raise SinkError(f"{spec.fqn}: Snowflake unavailable: {_first_line(exc)}") from None
@@ -550,6 +551,13 @@ def _is_data_error(exc: Any) -> bool:
         return False
     sqlstate = str(getattr(exc, "sqlstate", "") or "")
     return sqlstate.startswith("22") or 100000 <= errno < 101000
+
+
+MISSING_OBJECT = 2003  # Snowflake's "object does not exist or not authorized" (fakesnow's too)
+MISSING_HINT = (
+    " (run `finops migrate` with the same FINOPS_SNOWFLAKE_* settings to create the schemas and"
+    " tables, or grant the sink's role access to them)"
+)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -52,6 +52,16 @@ def _article_cost(i: int, amount: str) -> dict[str, Any]:
     }
 
 
+def test_a_database_not_migrated_is_named_with_what_to_do(sf_conn: SnowflakeTestDatabase) -> None:
+    loader = BulkLoader(sf_conn.connector())
+    row = event_row(COST, parse_cost(_article_cost(0, "1.00"), LIMITS), 0, 0)
+    with pytest.raises(SinkError) as err:
+        loader.load(TABLES[COST], [row])
+    message = str(err.value)
+    assert "finops_curated.cost_events" in message.lower() and "does not exist" in message, message
+    assert "run `finops migrate`" in message, message
+
+
 def test_bulk_load_is_idempotent_and_reconciles_to_the_cent(sf_conn: SnowflakeTestDatabase) -> None:
     sf_conn.migrate()
     loader = BulkLoader(sf_conn.connector())
