@@ -161,6 +161,12 @@ class Settings:
     batch_within_seconds: float = _f(
         0.05, "Longest wait to fill a batch (intake reads and agent batches alike).", group="stream"
     )
+    anomaly_cold_cache: bool = _f(
+        True,
+        "Keep the decoded detector state (cold part) of up to 512 services in memory between batches "
+        "instead of decoding it from the table every batch (finops_app/agents/anomalies.py ColdCache).",
+        group="anomaly",
+    )
     agent_retry_seconds: float = _f(
         60.0,
         "A stateful agent whose batch raises retries it (backoff 0.1 s doubling to 5 s) for this long, "

@@ -4,6 +4,7 @@ tests/integration/test_agent_failures.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -100,3 +101,43 @@ async def test_held_records_are_never_committed(app_factory) -> None:
     for ev in events(topic, range(0, 9)):
         ev.message.ack(app2.consumer)
     assert app2.consumer._new_offset(tp) == 9
+
+
+async def test_the_anomaly_agent_drops_its_cold_cache_on_a_failed_batch_and_a_rebalance(
+    app_factory, monkeypatch
+) -> None:
+    """The cached cold parts are the objects a batch mutates: a failed batch may have changed them
+    without writing the table, and another worker may write them while it owns the partition."""
+    from finops_app.core import costseries
+    from tests.functional.test_intake_and_anomalies import T0, _cost
+
+    app, ctx, _ = app_factory(anomaly_bucket_seconds=300, allowed_lateness_seconds=0)
+    cache = ctx.extras["cold_cache"]
+    real = costseries.observe_many
+    failures = [RuntimeError("injected")]
+
+    def observe_many(state: Any, observed: Any, *args: Any, **kwargs: Any) -> Any:
+        if failures and any(body["event_id"] == "a3" for body, _ in observed):
+            raise failures.pop()
+        return real(state, observed, *args, **kwargs)
+
+    async def until(predicate: Any, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not predicate():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.02)
+
+    monkeypatch.setattr(costseries, "observe_many", observe_many)
+    async with app.agents["cost_anomalies"].test_context() as a:
+        await a.put(_cost(1, T0, 5.0, "ecommerce"), key=b"ec2")
+        await until(lambda: len(cache) == 1, "the first batch caches the cold part it wrote")
+        await a.put(_cost(2, T0 + 1000, 5.0, "ecommerce"), key=b"ec2")
+        await until(lambda: cache.hits >= 1, "the second batch reads the cached cold part")
+        misses = cache.misses
+        await a.put(_cost(3, T0 + 2000, 5.0, "ecommerce"), key=b"ec2")
+        await until(lambda: not failures and ctx.extras["agent_failures"] == {}, "a failure, then a pass")
+        assert ctx.metrics.counters["agent_errors_total"] == {(("agent", "cost_anomalies"),): 1.0}
+        # the retry found the cache empty: it read the table again (a miss), then cached it again
+        assert cache.misses == misses + 1 and len(cache) == 1
+        await app.on_partitions_revoked.send(set())
+        assert len(cache) == 0

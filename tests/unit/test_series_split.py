@@ -4,11 +4,12 @@ written only when it changes, before the hot part): costseries.split/join, agent
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
 import orjson
 
-from finops_app.agents.anomalies import cold_key, load_for_update, load_service, store_service
+from finops_app.agents.anomalies import ColdCache, cold_key, load_for_update, load_service, store_service
 from finops_app.core import costseries
 from tests.unit.test_costseries import CFG, T0, B, ev
 
@@ -186,3 +187,95 @@ def test_a_detector_state_this_release_cannot_read_learns_again(caplog) -> None:
     caplog.clear()
     assert load_service(table, "ec2") == st2
     assert "learns again" not in caplog.text
+
+
+def test_only_a_new_cold_version_changes_the_cold_part() -> None:
+    """What ColdCache relies on: a cold part whose version did not move is the one stored. Events
+    one at a time, in and out of order, with spikes (early alerts, incidents opened and closed)."""
+    rng = random.Random(7)
+    st = costseries.new_service()
+    changes, statuses = 0, []
+    for b in range(80):
+        for k in range(12):
+            ts = T0 + b * B + rng.randrange(0, B)
+            amount = 90.0 if b in (40, 60) and k > 6 else 3.0 + rng.random()
+            version, cold = costseries.cold_version(st), orjson.dumps(costseries.cold_part(st))
+            unit = rng.choice(("ecommerce", "analytics", "platform"))
+            recs = costseries.observe_many(st, [(ev(b * 100 + k, ts, amount, unit), ts)], CFG, 0)
+            recs += costseries.advance(st, "ec2", ts - 60_000, CFG, 0)
+            statuses += [r["status"] for r in recs]
+            if costseries.cold_version(st) == version:
+                assert orjson.dumps(costseries.cold_part(st)) == cold, (b, k)
+            else:
+                changes += 1
+    assert {"open", "closed"} <= set(statuses)  # incidents opened and closed on the way
+    assert 80 <= changes < 80 * 12  # most events leave the cold part alone
+
+
+class Store(Table):
+    """Like the RocksDB store: every read decodes a fresh copy. Counts reads of cold parts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cold_reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key.startswith("\x00cold/"):
+            self.cold_reads += 1
+        value = super().get(key)
+        return default if value is None else orjson.loads(orjson.dumps(value))
+
+
+def agent_run(cache: ColdCache | None) -> tuple[Store, list[dict[str, Any]]]:
+    """The agent's load, step and store per batch, one event per batch (as at live rates)."""
+    table, records = Store(), []
+    for batch in batches():
+        for item in batch:
+            st, loaded = load_for_update(table, "ec2", cache)
+            records += step(st, [item])
+            store_service(table, "ec2", st, loaded, cache)
+    return table, records
+
+
+def test_the_cold_cache_gives_the_same_records_and_state_with_fewer_reads() -> None:
+    plain_table, plain = agent_run(None)
+    cache = ColdCache()
+    cached_table, cached = agent_run(cache)
+    assert [r["status"] for r in plain].count("open") == 2  # the spike's incident, twice over
+    assert cached == plain
+    assert dict(cached_table) == dict(plain_table)
+    assert plain_table.cold_reads == 240
+    assert cached_table.cold_reads == 1  # the first load, before anything was stored
+    assert cache.hits == 239
+
+
+def test_the_cold_cache_misses_when_the_hot_part_names_another_version() -> None:
+    """The cache holds another version than the hot part names (e.g. a cold part written by the
+    batch whose hot write failed; the agent also drops the cache then): the table's part is read.
+    (A cold part ahead of its hot part after a crash is read from the table: the cache starts
+    empty, and another worker's writes come with a rebalance, which empties it too.)"""
+    table = Store()
+    st = costseries.new_service()
+    for batch in batches()[:5]:
+        step(st, batch)
+    hot, cold = costseries.split(st)
+    table[cold_key("ec2")], table["ec2"] = cold, hot
+    cache = ColdCache()
+    for other in (cold["cv"] - 1, cold["cv"] + 1):
+        cache.put("ec2", {**copy.deepcopy(cold), "cv": other})
+        reads = table.cold_reads
+        loaded, version = load_for_update(table, "ec2", cache)
+        assert version == cold["cv"] and loaded == st and table.cold_reads == reads + 1
+    assert load_for_update(table, "ec2", cache) == (st, cold["cv"])  # now cached: no read
+    assert table.cold_reads == 2
+
+
+def test_the_cold_cache_keeps_the_most_recently_used() -> None:
+    cache = ColdCache(max_entries=2)
+    for name in ("a", "b"):
+        cache.put(name, {"cv": 1, "s": {}})
+    assert cache.get("a", 1) is not None  # a is now the most recent
+    cache.put("c", {"cv": 1, "s": {}})
+    assert cache.get("b", 1) is None and cache.get("a", 1) is not None and len(cache) == 2
+    cache.clear()
+    assert len(cache) == 0
