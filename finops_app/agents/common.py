@@ -6,6 +6,8 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -184,7 +186,8 @@ async def run_batches(
 
     A partition's events whose ``process`` raises are retried (``retrying``), and the worker stops
     if they keep failing (``stop_worker``): Faust acks a batch when the loop moves on, whatever
-    happened, so an exception let out of here would commit the batch as done and lose it.
+    happened, so an exception let out of here would commit the batch as done and lose it. For the
+    same reason, a batch cancelled half way (the worker stopping) holds what it did not process.
     """
     settings, metrics = ctx.settings, ctx.metrics
     take_max = settings.batch_size
@@ -194,11 +197,19 @@ async def run_batches(
     async for batch in stream.take_events(take_max, within=within):
         started = time.perf_counter()
         parts = list(by_partition(batch).items())
-        for i, (partition, events) in enumerate(parts):
-            with event_context(events[-1]):
-                error = await retrying(ctx, agent, partition, events, process)
-            if error is not None:
-                await stop_worker(ctx, agent, [e for _, rest in parts[i:] for e in rest], error)
+        done = 0  # partitions of the batch processed
+        try:
+            for partition, events in parts:
+                with event_context(events[-1]):
+                    error = await retrying(ctx, agent, partition, events, process)
+                if error is not None:
+                    await stop_worker(ctx, agent, [e for _, rest in parts[done:] for e in rest], error)
+                done += 1
+        except asyncio.CancelledError:
+            # the worker is stopping (or the agent restarting) mid-batch: what was not processed
+            # must not be committed by the ack that take_events gives the whole batch on the way out
+            hold([e for _, rest in parts[done:] for e in rest])
+            raise
         metrics.inc("agent_busy_seconds_total", time.perf_counter() - started, labels=labels)
         metrics.inc("agent_batches_total", labels=labels)
         metrics.inc("agent_records_total", len(batch), labels=labels)
@@ -279,7 +290,8 @@ async def stop_worker(ctx: Context, agent: str, held: list[Any], error: BaseExce
     shutdown and the next worker would never see them. Marking the messages acked beforehand makes
     that ack a no-op, and the consumer commits only offsets up to the first record not acked, so
     the next worker replays from the failed batch (events already counted are skipped by their
-    source offsets). Waits here until the worker cancels the agent.
+    source offsets). Waits here until the worker cancels the agent, or exits the process itself
+    ``STOP_GRACE_S`` later if Faust's stop hangs.
     """
     hold(held)
     logger.critical(
@@ -288,8 +300,27 @@ async def stop_worker(ctx: Context, agent: str, held: list[Any], error: BaseExce
         "Fix its cause (the traceback above), then start the worker again.",
         agent, ctx.settings.agent_retry_seconds, len(held), type(error).__name__, error,
     )  # fmt: skip
+    # Faust's graceful stop can wait for its streams without end (seen once in
+    # tests/integration/test_agent_failures.py: stuck after "Wait for streams..."); nothing past the
+    # held records can be committed, so a hard exit after a grace period is as safe as a SIGKILL
+    watchdog = threading.Timer(STOP_GRACE_S, _exit_now, args=(agent,))
+    watchdog.daemon = True
+    watchdog.start()
     await ctx.app.crash(error)
     await asyncio.Event().wait()
+
+
+STOP_GRACE_S = 15.0  # how long stop_worker lets Faust stop the worker before it exits the process
+
+
+def _exit_now(agent: str) -> None:
+    logger.critical(
+        "agent %s: the worker did not stop within %.0f s of the failure; exiting now (exit code 1)",
+        agent,
+        STOP_GRACE_S,
+    )
+    logging.shutdown()  # flush the log handlers: os._exit skips them
+    os._exit(1)
 
 
 async def delivered(futures: list[Any]) -> None:

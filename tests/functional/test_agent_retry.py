@@ -5,6 +5,7 @@ tests/integration/test_agent_failures.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -141,3 +142,82 @@ async def test_the_anomaly_agent_drops_its_cold_cache_on_a_failed_batch_and_a_re
         assert cache.misses == misses + 1 and len(cache) == 1
         await app.on_partitions_revoked.send(set())
         assert len(cache) == 0
+
+
+class Stream:
+    """The part of a Faust stream ``run_batches`` uses, acking like ``take_events``: every record
+    of a batch in the ``finally`` of its ``yield``, whatever happened to the batch."""
+
+    def __init__(self, batches: list[list[Any]], consumer: Any) -> None:
+        self.batches, self.consumer = batches, consumer
+        self.finished = asyncio.Event()
+
+    async def take_events(self, max_: int, within: float) -> Any:
+        for batch in self.batches:
+            try:
+                yield batch
+            finally:
+                for ev in batch:
+                    ev.message.ack(self.consumer)
+                self.finished.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_batch_cancelled_half_way_commits_only_what_was_processed(app_factory) -> None:
+    """The worker stopping while a batch is processed: the partitions done are committed, the one
+    in progress and those after it are not (the next worker replays them)."""
+    from finops_app.agents.common import run_batches
+
+    app, ctx, _ = app_factory()
+    topic = "t.by-unit"
+    app.topics._acking_topics.add(topic)
+    batch = events(topic, range(0, 3), partition=0) + events(topic, range(0, 3), partition=1)
+    for ev in batch:
+        ev.message.refcount = 1  # delivered to one stream
+    stream = Stream([batch], app.consumer)
+    started: list[int] = []
+
+    async def process(partition: int, evs: list[Any]) -> None:
+        started.append(partition)
+        if partition == 1:
+            await asyncio.Event().wait()  # still processing when the worker stops
+
+    task = asyncio.create_task(run_batches(stream, ctx, "unit_windows", process))
+    while started != [0, 1]:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(50):  # the generator is closed (and its finally run) when it is collected
+        gc.collect()
+        if stream.finished.is_set():
+            break
+        await asyncio.sleep(0.01)
+    assert stream.finished.is_set()
+    assert app.consumer._new_offset(TP(topic, 0)) == 3  # processed: committed
+    assert app.consumer._new_offset(TP(topic, 1)) is None  # cancelled half way: not committed
+
+
+def test_the_stop_watchdog_exits_the_process_with_code_1_and_says_why() -> None:
+    """If Faust's graceful stop hangs after a batch was given up, ``stop_worker``'s watchdog ends
+    the process (nothing past the held records can have been committed)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, threading, time\n"
+        "logging.basicConfig()\n"
+        "from finops_app.agents import common\n"
+        "common.STOP_GRACE_S = 0.2\n"
+        "t = threading.Timer(common.STOP_GRACE_S, common._exit_now, args=('unit_windows',))\n"
+        "t.daemon = True\n"
+        "t.start()\n"
+        "time.sleep(30)  # a stop that hangs\n"
+    )
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - started < 20
+    assert "agent unit_windows: the worker did not stop within 0 s" in proc.stderr, proc.stderr
