@@ -6,7 +6,8 @@ that walks every object the process holds (the Faust app, tables' caches, aiokaf
 time goes where the allocation happened (a profile shows it on ``orjson.loads`` lines).
 
 ``install`` always adds ``gc_collections_total`` and ``gc_seconds_total`` per generation to the
-worker's metrics (so the cost is visible on /metrics), and with tuning on:
+worker's metrics (so the cost is visible on /metrics; kept outside the metrics' lock and pulled
+when they are read, since a collection can start while that lock is held), and with tuning on:
 
 - ``gc.freeze()`` once the worker has started: everything alive then (modules, the app, its
   services) moves to a permanent generation that collections never walk again;
@@ -38,17 +39,29 @@ def install(metrics: Metrics, threshold: int) -> None:
             gc.callbacks.remove(callback)
     _installed.clear()
     started: list[float] = [0.0]
+    totals: dict[str, list[float]] = {}  # generation -> [collections, seconds]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
+        # no lock here: a collection can start inside any allocation, also one made while the
+        # metrics lock is held, and taking it again froze the worker for good (2026-11-28, make demo)
         if phase == "start":
             started[0] = time.perf_counter()
             return
-        labels = {"generation": str(info.get("generation", "?"))}
-        metrics.inc("gc_collections_total", labels=labels)
-        metrics.inc("gc_seconds_total", time.perf_counter() - started[0], labels=labels)
+        total = totals.setdefault(str(info.get("generation", "?")), [0.0, 0.0])
+        total[0] += 1
+        total[1] += time.perf_counter() - started[0]
+
+    def publish(into: Metrics) -> None:
+        if on_gc not in _installed:
+            return  # replaced by a later install
+        for generation, (count, seconds) in list(totals.items()):
+            labels = {"generation": generation}
+            into.put_counter("gc_collections_total", count, labels)
+            into.put_counter("gc_seconds_total", seconds, labels)
 
     gc.callbacks.append(on_gc)
     _installed.append(on_gc)
+    metrics.add_collector(publish)
     if threshold > 0:
         _, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(threshold, gen1, gen2)

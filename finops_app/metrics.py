@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 _BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 Labels = tuple[tuple[str, str], ...]
@@ -44,10 +44,16 @@ class Histogram:
 
 
 class Metrics:
-    """Thread-safe enough for one event loop plus the sink's executor threads."""
+    """Thread-safe enough for one event loop plus the sink's executor threads.
+
+    Nothing that can run while the lock is held may call back in: the lock is not reentrant. A
+    garbage collector callback can run inside any allocation, including one under this lock, so
+    figures kept by such callbacks are pulled at read time instead (``add_collector``).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._collectors: list[Callable[[Metrics], None]] = []
         self.counters: dict[str, dict[Labels, float]] = defaultdict(dict)
         self.gauges: dict[str, dict[Labels, float]] = defaultdict(dict)
         self.histograms: dict[str, dict[Labels, Histogram]] = defaultdict(dict)
@@ -71,7 +77,22 @@ class Metrics:
                 hist = self.histograms[name][key] = Histogram()
             hist.observe(value_ms)
 
+    def put_counter(self, name: str, total: float, labels: dict[str, str] | None = None) -> None:
+        """Set a counter to a total kept elsewhere (a collector's)."""
+        key = _labels(labels)
+        with self._lock:
+            self.counters[name][key] = total
+
+    def add_collector(self, collect: Callable[[Metrics], None]) -> None:
+        """``collect(metrics)`` runs before the metrics are read (``counter``, ``render``)."""
+        self._collectors.append(collect)
+
+    def collect(self) -> None:
+        for collect in list(self._collectors):
+            collect(self)
+
     def counter(self, name: str, labels: dict[str, str] | None = None) -> float:
+        self.collect()
         return self.counters.get(name, {}).get(_labels(labels), 0.0)
 
     def histogram(self, name: str, labels: dict[str, str] | None = None) -> Histogram | None:
@@ -79,6 +100,7 @@ class Metrics:
 
     def render(self) -> str:
         lines: list[str] = []
+        self.collect()
         with self._lock:
             for kind, family in (("counter", self.counters), ("gauge", self.gauges)):
                 for name, series in sorted(family.items()):

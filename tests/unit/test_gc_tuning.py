@@ -41,3 +41,36 @@ def test_threshold_and_a_second_install_replaces_the_first(restore_gc: None) -> 
     gc.collect()
     assert first.counter("gc_collections_total", {"generation": "2"}) == before  # no longer counted
     assert second.counter("gc_collections_total", {"generation": "2"}) >= 1
+
+
+def test_a_collection_inside_a_metrics_call_does_not_freeze_the_process() -> None:
+    """A collection can start inside any allocation, also one made while the metrics lock is
+    held. The callback took the lock again and the worker froze for good (seen in ``make demo``
+    on 2026-11-28: py-spy showed ``Metrics.set`` -> GC -> ``on_gc`` -> ``Metrics.inc``). With a
+    young-generation threshold of 1 every allocation collects, so the old callback hangs here at
+    once; run in a subprocess so that a hang fails the test instead of the suite."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc\n"
+        "from finops_app import gc_tuning\n"
+        "from finops_app.metrics import Metrics\n"
+        "m = Metrics()\n"
+        "gc_tuning.install(m, 0)\n"
+        "gc.set_threshold(1)\n"
+        "for i in range(2000):\n"
+        "    m.set('g', i, {'k': str(i % 7)})\n"
+        "    m.inc('c', 1, {'k': str(i % 7)})\n"
+        "    m.observe('h', i, {'k': str(i % 7)})\n"
+        "gc.set_threshold(700)\n"
+        "assert m.counter('gc_collections_total', {'generation': '0'}) > 1000, m.render()\n"
+        "print('ok')\n"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process froze: the GC callback waited for the metrics lock its own thread held")
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
