@@ -272,3 +272,88 @@ def test_a_batch_that_emits_and_reopens_nothing_neither_reads_nor_writes_the_arc
     assert archive_key("u") not in table.reads and table.writes == ["u", "wm"]
     agent_step(table, [(20, "4")], 380_000)  # late for window 0: its archive is read and rewritten
     assert archive_key("u") in table.reads and table.writes[-3:] == [archive_key("u"), "u", "wm"]
+
+
+def test_a_first_archive_of_one_window_kind_keeps_the_other_kinds_archive() -> None:
+    """A unit with archived cost windows (``wa``) and none of ROI (no ``rx``) whose ROI window closes
+    in a batch where no cost window does: the new ROI archive must be written beside the cost
+    archive, not over it, or a late event for an archived cost window finds nothing to reopen and
+    its correction carries only the late amount."""
+    from finops_app.agents.units import load_unit, read_unit, store_unit
+
+    roi_spec = WindowSpec(size_ms=600_000, lateness_ms=60_000, retention_ms=3_600_000)
+    table: dict[str, Any] = {}
+    state = load_unit(table, "u")
+    state["r"] = {}
+    feed(state, 10, "1", 0)  # cost window 0 and ROI window 0
+    add(state["r"], "0", cost=Decimal("1"))
+    assert [c.cost for c in settle(SPEC, state, "w", 360_000)] == [Decimal("1")]  # cost window 0 archived
+    assert settle(roi_spec, state, "r", 360_000) == []
+    store_unit(table, "u", state)
+
+    state = load_unit(table, "u")  # nothing between 5 and 10 minutes: only the ROI window closes
+    assert settle(SPEC, state, "w", 660_000) == []
+    assert [c.cost for c in settle(roi_spec, state, "r", 660_000)] == [Decimal("1")]
+    store_unit(table, "u", state)
+    assert set(all_windows(read_unit(table, "u") or {}, "w")) == {"0"}
+
+    state = load_unit(table, "u")  # a late cost event for the archived window 0
+    reopen(SPEC, state, "w", ["0"])
+    add(state["w"], "0", cost=Decimal("2"))
+    (correction,) = settle(SPEC, state, "w", 670_000)
+    assert (correction.cost, correction.revision) == (Decimal("3"), 2)
+
+
+two_kinds = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=60),  # event time, in 1-minute steps
+        st.integers(min_value=1, max_value=500),  # cents
+        st.booleans(),  # cost (cost and ROI windows) or revenue (ROI windows only)
+        st.integers(min_value=0, max_value=4),  # how far the watermark moves after it, in minutes
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(two_kinds)
+def test_stored_cost_and_roi_archives_emit_what_the_open_layout_emits(
+    seq: list[tuple[int, int, bool, int]],
+) -> None:
+    """The unit agent's round trip (load, reopen, add, settle both kinds, store) once per event, with
+    both archives under one table key, emits exactly what two plain dicts of open windows emit."""
+    from finops_app.agents.units import load_unit, store_unit
+
+    specs = {
+        "w": WindowSpec(size_ms=300_000, lateness_ms=0, retention_ms=900_000),
+        "r": WindowSpec(size_ms=600_000, lateness_ms=0, retention_ms=900_000),
+    }
+    plain: dict[str, dict[str, Any]] = {"w": {}, "r": {}}
+    table: dict[str, Any] = {}
+    wm = 0
+    for minute, cents, is_cost, step in seq:
+        ts, amount = minute * 60_000, Decimal(cents) / 100
+        state = load_unit(table, "u")
+        state.setdefault("w", {})
+        state.setdefault("r", {})
+        fields = ("w", "r") if is_cost else ("r",)
+        keys = {f: accept(specs[f], plain[f], ts, wm) for f in fields}
+        if all(k is not None for k in keys.values()):
+            for f, key in keys.items():
+                assert key is not None
+                kwargs = {"cost": amount} if is_cost else {"revenue": amount}
+                add(plain[f], key, **kwargs)
+                reopen(specs[f], state, f, [key])
+                add(state[f], key, **kwargs)
+        wm += step * 60_000
+        for f, spec in specs.items():
+            assert close(spec, plain[f], wm) == settle(spec, state, f, wm), f
+        store_unit(table, "u", state)
+    for f in specs:
+        assert all_windows(read_back(table), f) == plain[f], f
+
+
+def read_back(table: dict[str, Any]) -> dict[str, Any]:
+    from finops_app.agents.units import read_unit
+
+    return read_unit(table, "u") or {"w": {}, "r": {}}
