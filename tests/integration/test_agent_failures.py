@@ -22,7 +22,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from finops_app import topics
-from tests.integration.test_restart_exactness import UNITS, cost, latest
+from tests.integration.test_restart_exactness import UNITS, cost
+from tests.support.faults import latest
 from tests.support.kafka import produce, read_topic
 
 SITECUSTOMIZE = """
@@ -74,11 +75,11 @@ def workload() -> tuple[list[dict[str, object]], dict[tuple[str, str], Decimal]]
 
 async def totals_exact(settings, expected, timeout: float) -> None:  # type: ignore[no-untyped-def]
     def complete(rs: list[dict]) -> bool:
-        got = latest(rs, "total_cost")
+        got = latest(rs)
         return all(k in got and Decimal(got[k]["total_cost"]) == v for k, v in expected.items())
 
     records = await read_topic(settings, topics.AGGREGATIONS, complete, timeout=timeout)
-    final = {k: Decimal(r["total_cost"]) for k, r in latest(records, "total_cost").items()}
+    final = {k: Decimal(r["total_cost"]) for k, r in latest(records).items()}
     assert final == expected, {k: (final.get(k), v) for k, v in expected.items() if final.get(k) != v}
 
 

@@ -191,7 +191,12 @@ def secure_config(ports: devstack.Ports, sasl_port: int, certs: CertFiles) -> st
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random cluster id as Kafka's ``Uuid.randomUuid`` makes one: never starting with "-", which
+    the tool's argument parser takes for an option (1 draw in 64 failed every test of the module)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def format_storage(var: Path, ports: devstack.Ports, extra: str, users: Mapping[str, str]) -> None:
