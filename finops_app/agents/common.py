@@ -24,11 +24,15 @@ logger = logging.getLogger(__name__)
 DEAD_LETTER_RAW_MAX = 256 * 1024  # bytes of the original message copied into a dead letter
 
 
-def envelope(kind: str, event: EventT[Any], body: dict[str, Any], source: str | None = None) -> bytes:
+def envelope(
+    kind: str, event: EventT[Any], body: dict[str, Any], source: str | None = None, offset: int | None = None
+) -> bytes:
     """Internal record: kind, source tag/partition/offset (for idempotence), produce time, event.
 
     ``source`` tags the topic the record was derived from (default: the kind's initial), so
-    offsets of different source topics never share a high-water mark.
+    offsets of different source topics never share a high-water mark. ``offset`` (default: the
+    source record's) must grow with the source offset and differ for every record one source record
+    sends to the same key (see ``agents/ledger.py``).
     """
     msg = event.message
     return orjson.dumps(
@@ -36,7 +40,7 @@ def envelope(kind: str, event: EventT[Any], body: dict[str, Any], source: str | 
             "k": kind,
             "s": source or kind[0],
             "p": msg.partition,
-            "o": msg.offset,
+            "o": msg.offset if offset is None else offset,
             "t": int(msg.timestamp * 1000),
             "e": body,
         }

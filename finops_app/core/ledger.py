@@ -17,6 +17,7 @@ from typing import Any
 from finops_app.core.money import to_str
 
 PLACE = ("business_unit", "service", "region", "resource_id", "currency")
+SLOTS = 2  # events one arrival can give (``apply``): a reversal and the amount at its new place
 
 
 def apply(

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from finops_app import topics as t
+from finops_app.core import ledger
 from finops_app.errors import ValidationError
 from finops_app.sinks.loader import Column, TableSpec
 
@@ -427,7 +428,10 @@ def _envelope(topic: str, env: dict[str, Any]) -> Mapped:
     event = env.get("e")
     if not isinstance(event, dict):
         raise ValidationError("envelope without an event object", "e")
-    return [(table, event_row(table, event, env.get("p"), env.get("o")))]
+    offset = env.get("o")
+    if env.get("s") == "l" and isinstance(offset, int):  # a ledger correction: a slot of its offset
+        offset //= ledger.SLOTS  # (agents/ledger.py ledger_offset); lineage names the by-id record
+    return [(table, event_row(table, event, env.get("p"), offset))]
 
 
 def _json_object(value: bytes, topic: str) -> dict[str, Any]:
