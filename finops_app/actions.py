@@ -138,7 +138,9 @@ async def execute(
         rec_id = str(rec.get("recommendation_id", ""))
         logger.info("action %s %s on %s: %s (%s)", kind, status, instance_id, reason, rec_id)
         return {
-            "action_id": stable_id("action", rec_id, kind, dry_run, status),
+            # the target too: a second proposal for the instance on the same day (same
+            # recommendation id) is another action, not a restatement of the first
+            "action_id": stable_id("action", rec_id, kind, target, dry_run, status),
             "resource_id": instance_id,
             "kind": kind,
             "dry_run": dry_run,

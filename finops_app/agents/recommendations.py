@@ -8,6 +8,7 @@ recommendations go to finops.optimization.recommendations, and stop/resize candi
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -20,6 +21,34 @@ from finops_app.core.prices import load_overrides
 from finops_app.tables.state import decode_key
 
 ACTIONABLE = frozenset({"stop_idle", "rightsize"})
+ACTIONS_KEPT = 16  # action records kept per resource for replays (see ``act``)
+
+
+def actions_key(resource_id: str) -> str:
+    """Table key of a resource's recent action records, apart from its utilisation state."""
+    return f"\x00actions/{resource_id}"
+
+
+async def act_once(
+    table: Any, rid: str, rec: dict[str, Any], run: Callable[[], Awaitable[dict[str, Any]]]
+) -> tuple[dict[str, Any], bool]:
+    """(the action record of ``rec``, whether it is a replay's): ``run`` acts at most once.
+
+    A replayed batch (a retry, or a restart before the resource's state was written) makes the
+    same recommendation again. Acting again would find the instance already changed and record
+    "already t3.large" under the same action id, over the record of the resize that happened; the
+    stored record is sent again instead. It is written to the table as soon as ``run`` returns,
+    with no await between, and the last ``ACTIONS_KEPT`` records per resource are kept.
+    """
+    key = "/".join((str(rec.get("recommendation_id")), str(rec["kind"]), str(rec.get("proposed"))))
+    done: dict[str, Any] = table.get(actions_key(rid)) or {}
+    action = done.get(key)
+    if action is not None:
+        return action, True
+    action = await run()
+    kept = list(done.items())[-(ACTIONS_KEPT - 1) :]
+    table[actions_key(rid)] = {**dict(kept), key: action}
+    return action, False
 
 
 def register(ctx: Context) -> None:
@@ -41,10 +70,17 @@ def register(ctx: Context) -> None:
             metrics.inc("events_out_total", labels={"topic": topics.recommendations.get_topic_name()})
             recent.append(rec)
             if rec["kind"] in ACTIONABLE:
-                action = await actions.execute(rec, settings, ec2)
+                action = await act(rid, rec)
                 sent.append(await ctx.send(topics.actions, rid, orjson.dumps(action)))
-                metrics.inc("actions_total", labels={"kind": action["kind"], "status": action["status"]})
         del recent[:-500]
+
+    async def act(rid: str, rec: dict[str, Any]) -> dict[str, Any]:
+        action, replayed = await act_once(table, rid, rec, lambda: actions.execute(rec, settings, ec2))
+        if replayed:
+            metrics.inc("actions_replayed_total", labels={"kind": action["kind"]})
+        else:
+            metrics.inc("actions_total", labels={"kind": action["kind"], "status": action["status"]})
+        return action
 
     async def process(partition: int, events: list[Any]) -> None:
         states: dict[str, dict[str, Any]] = {}
