@@ -157,8 +157,10 @@ def _number(col: Column) -> Callable[[Any], Any]:
             raise ValueError(f"{value!r} does not fit {name}")
         d = _decimal(value)
         if scale == 0:
+            if d and d.adjusted() >= digits:  # before int(): "1e999999999" would take forever
+                raise ValueError(f"{str(value)[:40]} does not fit {name}")
             if d != d.to_integral_value():
-                raise ValueError(f"{value!r} is not a whole number")
+                raise ValueError(f"{str(value)[:40]} is not a whole number")
             n = int(d)
             if abs(n) > _INT64 or len(str(abs(n))) > digits:
                 raise ValueError(f"{value!r} does not fit {name}")

@@ -138,9 +138,10 @@ class ResultStore:
 
     def _roi(self, rec: dict[str, Any]) -> None:
         unit, start, end = rec["business_unit"], ms(rec["window_start"]), ms(rec["window_end"])
+        revision = int(rec.get("revision", 1))  # a bad one fails here, before the record is kept
         per_unit = self.roi.setdefault(unit, {})
         old = per_unit.get(start)
-        if old is None or int(rec.get("revision", 1)) >= int(old.get("revision", 1)):
+        if old is None or revision >= int(old.get("revision", 1)):
             per_unit[start] = rec
         self.newest_roi_window_end_ms = max(self.newest_roi_window_end_ms, end)
         if rec.get("timestamp"):
@@ -161,10 +162,11 @@ class ResultStore:
     # -- anomalies, recommendations, budgets, actions, dead letters ------------------------
     def _anomaly(self, rec: dict[str, Any]) -> None:
         aid = rec["anomaly_id"]
+        revision = int(rec.get("revision", 1))  # a bad one fails here, before the record is kept
         old = self.anomalies.get(aid)
         if rec["status"] == "open" and rec.get("detection_latency_ms"):
             self.open_latency_ms[aid] = int(rec["detection_latency_ms"])
-        if old is not None and int(rec.get("revision", 1)) < int(old.get("revision", 1)):
+        if old is not None and revision < int(old.get("revision", 1)):
             return
         peaks = [Decimal(rec["current_cost"])] if rec["status"] != "closed" else []
         if old is not None:
