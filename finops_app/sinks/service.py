@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TP = Any  # aiokafka TopicPartition (a (topic, partition) named tuple)
+REVOKE_WAIT_S = 30.0  # how long a rebalance waits for this worker's load in flight (on_revoked)
 
 
 class OffsetTracker:
@@ -156,6 +157,8 @@ class SinkService(Service):
         self._producer_factory = producer_factory
         self.batch_rows = max(1, settings.sink_batch_rows)
         self._load_started: float | None = None  # monotonic start of the load in flight
+        self._load_in_flight: asyncio.Future[Any] | None = None  # the executor's future of that load
+        self._revoking: set[TP] = set()  # partitions being revoked: no new load takes their rows
         self.max_age = settings.sink_max_age_seconds
         self.max_buffered = max_buffered_rows or max(4 * self.batch_rows, 20_000)
         self.retry_base = retry_base_seconds
@@ -341,23 +344,32 @@ class SinkService(Service):
 
     def _drop_stale(self, buf: _Buffer) -> None:
         """Forget rows of partitions this worker no longer owns (their new owner reloads them)."""
-        keep = [e for e in buf.entries if self._generation.get(e.tp, 0) == e.generation]
+        revoking = self._revoking
+        keep = [
+            e
+            for e in buf.entries
+            if self._generation.get(e.tp, 0) == e.generation and (not revoking or e.tp not in revoking)
+        ]
         if len(keep) != len(buf.entries):
             buf.entries = keep
             if not keep:
                 buf.since = None
 
     async def _load(self, table: str, buf: _Buffer) -> bool:
+        self._drop_stale(buf)  # partitions can move between two loads of one flush
         chunk = buf.entries[: self.batch_rows]
+        if not chunk:
+            return True
         spec = TABLES[table]
         loop = asyncio.get_running_loop()
         self._load_started = time.monotonic()
+        self._load_in_flight = loop.run_in_executor(
+            self._executor, self.loader.load, spec, [e.row for e in chunk]
+        )
         try:
-            result: LoadResult = await loop.run_in_executor(
-                self._executor, self.loader.load, spec, [e.row for e in chunk]
-            )
+            result: LoadResult = await self._load_in_flight
         except Exception as exc:
-            self._load_started = None
+            self._load_started = self._load_in_flight = None
             if not isinstance(exc, SinkError):
                 logger.exception("sink: unexpected error loading %s", table)
             buf.failures += 1
@@ -371,7 +383,7 @@ class SinkService(Service):
                 "sink: loading %d rows into %s failed (retry in %.1fs): %s", len(chunk), table, delay, exc
             )
             return False
-        self._load_started = None
+        self._load_started = self._load_in_flight = None
         del buf.entries[: len(chunk)]
         buf.since = time.monotonic() if buf.entries else None
         buf.failures, buf.next_attempt, buf.last_error = 0, 0.0, None
@@ -451,10 +463,33 @@ class SinkService(Service):
     # -- rebalancing ----------------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TP]) -> None:
-        await self.commit(only=set(revoked))
-        for tp in revoked:
-            self._tracker.drop(tp)
-            self._generation[tp] = self._generation.get(tp, 0) + 1
+        """Before the partitions move: let a load in flight finish, commit what is complete, and
+        forget the rest (the new owner loads it again).
+
+        Returning lets the rebalance go on and the new owner start loading. A load of this worker
+        still running then could MERGE an older row of the same key and revision over the new
+        owner's later one (equal revisions: the later row wins only within one load), so it is
+        waited for, for up to ``REVOKE_WAIT_S``.
+        """
+        self._revoking |= revoked  # a flush going on meanwhile starts no load with their rows
+        try:
+            inflight = self._load_in_flight
+            if inflight is not None and not inflight.done():
+                started = time.monotonic()
+                done, _ = await asyncio.wait({inflight}, timeout=REVOKE_WAIT_S)
+                if not done:
+                    logger.warning(
+                        "sink: a load is still running %.0f s after partitions were revoked; they move "
+                        "anyway, and its rows may be merged after the new owner's",
+                        time.monotonic() - started,
+                    )
+                await asyncio.sleep(0)  # the load's own bookkeeping first (its rows marked done)
+            await self.commit(only=set(revoked))
+        finally:
+            for tp in revoked:
+                self._tracker.drop(tp)
+                self._generation[tp] = self._generation.get(tp, 0) + 1
+            self._revoking -= revoked
 
     def on_assigned(self, assigned: set[TP]) -> None:
         if self._paused and assigned:
