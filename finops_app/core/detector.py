@@ -38,6 +38,7 @@ State = dict[str, Any]
 DAY_MS = 86_400_000
 MAX_ABS = 1e100  # values are clamped to this so squares never overflow into inf (not JSON)
 VERSION = 1
+MIN_EXPECTED = 1e-4  # below it, deviation_percent is None (expected ~ 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +313,9 @@ def update(state: State, ts_ms: int, value: float, params: DetectorParams) -> tu
         _learn_sustain(s, z, not was_open and not opened, p)
     if not s["seas"] and _engage(s, ts_ms, p):  # another model: its tails are learned afresh
         s.update(seas=True, tail=1.0, zn=0)
-    dev = r / pred.expected * 100.0 if abs(pred.expected) > 1e-9 else None
+    # a percentage of less than the smallest amount the outputs carry (0.0001) is no figure: for a
+    # series expected at 1e-9 a $1,000 spike was 1e14 %, which no NUMBER(18, 4) column holds
+    dev = r / pred.expected * 100.0 if abs(pred.expected) >= MIN_EXPECTED else None
     verdict = Verdict(
         expected=pred.expected, std=pred.std, z=z,
         score=0.0 if pred.warming else _score(x, lower, upper, pred.std, p),

@@ -69,6 +69,17 @@ def test_zero_series_has_no_deviation_percent_and_a_jump_from_zero_alerts() -> N
     assert v.is_anomaly and v.deviation_percent is None
 
 
+def test_a_series_expected_below_the_money_precision_has_no_deviation_percent() -> None:
+    """Expected at 2e-9 dollars, a $10,000 spike was a deviation of 5e14 %: no NUMBER(18, 4) column
+    holds it, so the sink dead-lettered every revision of the anomaly."""
+    state, _ = run([2e-9] * 100)
+    _, v = update(state, T0 + 100 * STEP, 10_000.0, UP)
+    assert v.is_anomaly and v.deviation_percent is None
+    state, _ = run([0.01] * 100)
+    _, v = update(state, T0 + 100 * STEP, 1000.0, UP)
+    assert v.deviation_percent is not None and 9e6 < v.deviation_percent < 1e14
+
+
 def test_warm_up_never_alerts_and_scores_zero() -> None:
     values = [10.0, 10.5, 9.5] * 9 + [1e6]  # 28 points: inside the 30-point warm-up
     _, verdicts = run(values)
