@@ -134,7 +134,6 @@ def register(ctx: Context, clock: Clock) -> None:
         app.on_partitions_revoked.connect(cache.clear)
         app.on_partitions_assigned.connect(cache.clear)
     sources = SourceClock(settings.idle_timeout_seconds)
-    recent: list[dict[str, Any]] = ctx.extras.setdefault("recent_anomalies", [])
     out_topic = topics.anomalies.get_topic_name()
 
     async def emit(records: list[dict[str, Any]], sent: list[Any]) -> None:
@@ -144,8 +143,6 @@ def register(ctx: Context, clock: Clock) -> None:
             metrics.inc("anomalies_total", labels={"status": rec["status"], "severity": rec["severity"]})
             if rec["status"] == "open" and rec["detection_latency_ms"]:
                 metrics.observe("detection_latency_ms", rec["detection_latency_ms"])
-            recent.append(rec)
-        del recent[:-500]
 
     async def process(partition: int, events: list[Any]) -> None:
         try:

@@ -57,7 +57,6 @@ def register(ctx: Context) -> None:
     prices = load_overrides(settings.price_table or None)
     ec2 = actions.ec2_client(settings)
     lookback = settings.utilisation_lookback_hours
-    recent: list[dict[str, Any]] = ctx.extras.setdefault("recent_recommendations", [])
 
     async def evaluate(rid: str, st: dict[str, Any], sent: list[Any]) -> None:
         now_ms = st["r"].get("last_ts_ms") or 0
@@ -68,11 +67,9 @@ def register(ctx: Context) -> None:
         for rec in fresh:
             sent.append(await ctx.send(topics.recommendations, rid, orjson.dumps(rec)))
             metrics.inc("events_out_total", labels={"topic": topics.recommendations.get_topic_name()})
-            recent.append(rec)
             if rec["kind"] in ACTIONABLE:
                 action = await act(rid, rec)
                 sent.append(await ctx.send(topics.actions, rid, orjson.dumps(action)))
-        del recent[:-500]
 
     async def act(rid: str, rec: dict[str, Any]) -> dict[str, Any]:
         action, replayed = await act_once(table, rid, rec, lambda: actions.execute(rec, settings, ec2))
