@@ -19,14 +19,17 @@ per-record stream machinery costs more per record than validating and re-keying 
 "bare Faust agent"), and nothing here needs a table. Offsets are committed only after every record
 derived from them was acknowledged by the broker (at-least-once); a batch delivered again after a
 crash is counted once downstream, because every event carries its source partition and offset
-(``common.first_delivery``). A failed send rewinds the consumer to the first unacknowledged
-offsets, so nothing is skipped.
+(``common.first_delivery``). A batch is sent only once the one before it was acknowledged (the
+next is validated meanwhile), and a failed send rewinds the consumer to its first offsets before
+anything later goes out: downstream skips an offset at or below the highest it applied, so a later
+batch written ahead of a failed one would make the failed one's re-send look like a repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -49,9 +52,9 @@ from finops_app.kafka import client_kwargs
 logger = logging.getLogger(__name__)
 
 Parser = Callable[[Any, Any], dict[str, Any]]
-Route = Callable[[Outbox, Any, dict[str, Any]], Awaitable[Any]]
+Send = Callable[[], Awaitable[Any]]  # one send, made once the batch may go out
+Route = Callable[[Outbox, Any, dict[str, Any], list[Send]], None]
 SERIES_FIELDS = ("service", "ts_ms", "cost_amount", "business_unit", "region", "resource_id")
-MAX_PENDING_BATCHES = 16  # batches sent but not yet acknowledged before the loop waits
 COMMIT_INTERVAL_S = 0.5
 _BUSY = {"agent": "intake"}
 
@@ -113,11 +116,18 @@ class Intake:
     def topic_names(self) -> list[str]:
         return list(self.routes)
 
-    async def process(self, records: Sequence[Any]) -> list[Any]:
-        """Validate and route ``records`` (any topics, each partition in offset order)."""
+    async def process(
+        self, records: Sequence[Any], gate: Callable[[], Awaitable[bool]] | None = None
+    ) -> list[Any] | None:
+        """Validate and route ``records`` (any topics, each partition in offset order); returns the
+        delivery futures of everything sent.
+
+        The records are validated and routed first and sent after, once ``gate`` (if given) says
+        they may go; when it says no, nothing is sent and None is returned.
+        """
         ctx, metrics, limits = self.ctx, self.ctx.metrics, self.ctx.limits
         outbox = Outbox(await self._partition_of())
-        futures: list[Any] = []
+        sends: list[Send] = []  # in record order: single records of one key stay in offset order
         counts: dict[str, int] = {}
         for rec in records:
             _, parser, route = self.routes[rec.topic]
@@ -125,13 +135,16 @@ class Intake:
             try:
                 body = parser(rec.value, limits)
             except FinOpsError as exc:
-                futures.append(
-                    await dead_letter_record(ctx, rec.topic, rec.partition, rec.offset, rec.value, exc)
+                sends.append(
+                    functools.partial(
+                        dead_letter_record, ctx, rec.topic, rec.partition, rec.offset, rec.value, exc
+                    )
                 )
                 continue
-            sent = await route(outbox, rec, body)
-            if sent is not None:
-                futures.append(sent)
+            route(outbox, rec, body, sends)
+        if gate is not None and not await gate():
+            return None
+        futures = [await send() for send in sends]
         for topic, key, value, partition in outbox.records():
             futures.append(await ctx.send(topic, key, value, partition))
         for topic, n in counts.items():
@@ -139,11 +152,12 @@ class Intake:
             metrics.inc("batches_total", labels={"agent": self.routes[topic][0]})
         return [f for f in futures if f is not None]
 
-    async def _cost(self, outbox: Outbox, rec: Any, body: dict[str, Any]) -> Any:
+    def _cost(self, outbox: Outbox, rec: Any, body: dict[str, Any], sends: list[Send]) -> None:
         topics, part = self.ctx.topics, rec.partition
         if body["source"] in self.ledger_sources:
             value = envelope_at("cost", part, rec.offset, rec.timestamp, body)
-            return await self.ctx.send(topics.by_id, body["event_id"], value)
+            sends.append(functools.partial(self.ctx.send, topics.by_id, body["event_id"], value))
+            return
         outbox.add(
             topics.by_unit, body["business_unit"], "cost", part, encode_item(rec.offset, rec.timestamp, body)
         )
@@ -152,23 +166,24 @@ class Intake:
         outbox.add(
             topics.by_service, body["service"], "cost", part, encode_item(rec.offset, rec.timestamp, series)
         )
-        return None
 
-    async def _business_raw(self, outbox: Outbox, rec: Any, body: dict[str, Any]) -> Any:
+    def _business_raw(self, outbox: Outbox, rec: Any, body: dict[str, Any], sends: list[Send]) -> None:
         protected = protect_business(body, self.ctx.settings)
-        return await self.ctx.send(
-            self.ctx.topics.business_events, protected["user_id"], orjson.dumps(protected)
+        value = orjson.dumps(protected)
+        sends.append(
+            functools.partial(self.ctx.send, self.ctx.topics.business_events, protected["user_id"], value)
         )
 
-    async def _business(self, outbox: Outbox, rec: Any, body: dict[str, Any]) -> Any:
+    def _business(self, outbox: Outbox, rec: Any, body: dict[str, Any], sends: list[Send]) -> None:
         protected = protect_business(body, self.ctx.settings)
         item = encode_item(rec.offset, rec.timestamp, protected)
         outbox.add(self.ctx.topics.by_unit, protected["business_unit"], "biz", rec.partition, item)
-        return None
 
-    async def _resource(self, outbox: Outbox, rec: Any, body: dict[str, Any]) -> Any:
+    def _resource(self, outbox: Outbox, rec: Any, body: dict[str, Any], sends: list[Send]) -> None:
         value = envelope_at("res", rec.partition, rec.offset, rec.timestamp, body)
-        return await self.ctx.send(self.ctx.topics.by_resource, body["resource_id"], value)
+        sends.append(
+            functools.partial(self.ctx.send, self.ctx.topics.by_resource, body["resource_id"], value)
+        )
 
 
 @dataclass
@@ -264,15 +279,14 @@ class IntakeService(Service):
                 async with self._lock:
                     await self._process(batch)
             await self._advance(force=False)
-            while len(self._pending) > MAX_PENDING_BATCHES and not self.should_stop:
-                await asyncio.wait(self._pending[0].futures, timeout=1.0)
-                await self._advance(force=False)
 
     async def _process(self, batch: dict[Any, list[Any]]) -> None:
         started = time.perf_counter()
         records = [m for msgs in batch.values() for m in msgs]
-        futures = await self.intake.process(records)
+        futures = await self.intake.process(records, gate=self._acknowledged)
         self.ctx.metrics.inc("agent_busy_seconds_total", time.perf_counter() - started, labels=_BUSY)
+        if futures is None:  # an earlier batch failed: the consumer was rewound, these come again
+            return
         self._pending.append(
             _Batch(
                 futures=futures,
@@ -284,6 +298,25 @@ class IntakeService(Service):
         self.stats["batches"] += 1
         self.stats["last_batch_at"] = time.time()
         self._lag(batch)
+
+    async def _acknowledged(self) -> bool:
+        """Wait until every batch sent before is acknowledged; False when one failed (rewound).
+
+        A batch goes out only after the one before it was acknowledged. Downstream, each key keeps
+        the highest source offset it applied and skips anything at or below it; had a later batch
+        been written while an earlier one failed (a produce that timed out without a leader), the
+        earlier records, sent again after the rewind, would have been skipped: lost. Validating and
+        routing the next batch still overlaps the wait.
+        """
+        while self._pending:
+            pending = [f for b in self._pending for f in b.futures if not f.done()]
+            if pending:
+                await asyncio.wait(pending)
+            rewinds = self.stats["rewinds"]
+            await self._advance(force=False)
+            if self.stats["rewinds"] != rewinds:
+                return False
+        return True
 
     def _lag(self, batch: dict[Any, list[Any]]) -> None:
         for tp, msgs in batch.items():

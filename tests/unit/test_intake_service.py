@@ -76,24 +76,35 @@ def batch(tp: Any, first: int, n: int) -> list[Any]:
     ]
 
 
-async def test_only_the_acknowledged_prefix_is_committed(service: Any) -> None:
+def committed(consumer: FakeConsumer) -> dict[Any, int]:
+    out: dict[Any, int] = {}
+    for c in consumer.commits:
+        out.update(c)
+    return out
+
+
+async def test_a_batch_is_sent_only_after_the_one_before_is_acknowledged(service: Any) -> None:
     svc, futures, tp0, tp1 = service
     await svc._process({tp0: batch(tp0, 0, 3), tp1: batch(tp1, 10, 2)})
     first = list(futures)
-    await svc._process({tp0: batch(tp0, 3, 2)})
-    second = futures[len(first) :]
-    for f in second:  # the later batch is acknowledged first
-        f.set_result(None)
-    await svc._advance(force=True)
-    assert svc._consumer.commits == []  # the earlier batch is still in flight
+    second = asyncio.create_task(svc._process({tp0: batch(tp0, 3, 2)}))
+    await asyncio.sleep(0.05)
+    assert len(futures) == len(first) and not second.done()  # validated, not sent
+    assert svc._consumer.commits == []
     for f in first:
         f.set_result(None)
+    await asyncio.wait_for(second, 5)
+    assert len(futures) > len(first)  # sent now
+    for f in futures[len(first) :]:
+        f.set_result(None)
     await svc._advance(force=True)
-    assert svc._consumer.commits == [{tp0: 5, tp1: 12}]
+    assert committed(svc._consumer) == {tp0: 5, tp1: 12}
     assert svc.status()["pending_batches"] == 0 and svc.stats["records"] == 7
 
 
-async def test_a_failed_send_rewinds_to_the_first_unacknowledged_offsets(service: Any) -> None:
+async def test_a_failed_send_rewinds_before_anything_later_goes_out(service: Any) -> None:
+    """A produce can fail (its batch expired without a leader) while a later one succeeds; had the
+    later batch gone out, the failed records' re-send would look like repeats downstream."""
     svc, futures, tp0, tp1 = service
     await svc._process({tp0: batch(tp0, 0, 2)})
     for f in futures:
@@ -102,11 +113,13 @@ async def test_a_failed_send_rewinds_to_the_first_unacknowledged_offsets(service
     assert svc._consumer.commits == [{tp0: 2}]
     n = len(futures)
     await svc._process({tp0: batch(tp0, 2, 3), tp1: batch(tp1, 0, 1)})
-    await svc._process({tp0: batch(tp0, 5, 1)})
+    later = asyncio.create_task(svc._process({tp0: batch(tp0, 5, 1)}))
+    await asyncio.sleep(0.05)
     futures[n].set_exception(ConnectionError("broker gone"))
     for f in futures[n + 1 :]:
         f.set_result(None)
-    await svc._advance(force=True)
+    await asyncio.wait_for(later, 5)
+    assert len(futures) == n + 2  # the failed batch's two records; the later batch was never sent
     assert svc._consumer.seeks == [(tp0, 2), (tp1, 0)]  # everything not acknowledged is read again
     assert svc._consumer.commits == [{tp0: 2}] and svc.stats["rewinds"] == 1
     assert svc.status()["pending_batches"] == 0 and "broker gone" in svc.stats["last_error"]
