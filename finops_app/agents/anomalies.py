@@ -134,6 +134,8 @@ def register(ctx: Context, clock: Clock) -> None:
         app.on_partitions_revoked.connect(cache.clear)
         app.on_partitions_assigned.connect(cache.clear)
     sources = SourceClock(settings.idle_timeout_seconds)
+    app.on_partitions_revoked.connect(sources.forget)
+    app.on_partitions_assigned.connect(sources.forget)
     out_topic = topics.anomalies.get_topic_name()
 
     async def emit(records: list[dict[str, Any]], sent: list[Any]) -> None:
@@ -181,6 +183,8 @@ def register(ctx: Context, clock: Clock) -> None:
                 items, repeats = fresh_items(st, src_id, group)
                 if repeats:
                     metrics.inc("duplicates_skipped_total", repeats, labels={"agent": "cost_anomalies"})
+                    # applied before: their event times still move the source (see units.py)
+                    sources.observe_source(prec, partition, src_id, max(i[2]["ts_ms"] for i in group))
                 if items:
                     batch.setdefault(service, []).extend((body, produced) for _, produced, body in items)
                     sources.observe_source(prec, partition, src_id, max(b["ts_ms"] for _, _, b in items))

@@ -405,6 +405,11 @@ class SourceClock:
         self.idle_s = idle_s
         self.seen: dict[tuple[int, str], float] = {}
 
+    def forget(self, *_: Any, **__: Any) -> None:
+        """Drop when each source was last seen (a Faust rebalance signal receiver): a partition that
+        comes back after another worker had it must not count its sources idle from an hour ago."""
+        self.seen.clear()
+
     def observe_source(self, prec: dict[str, Any], partition: int, src: str, ts_ms: int) -> None:
         marks = prec.setdefault("src", {})
         if ts_ms > marks.get(src, 0):

@@ -31,6 +31,13 @@ class Clock:
         self.base: dict[tuple[str, int], tuple[int, float]] = {}
         self.current: dict[tuple[str, int], int] = {}
 
+    def forget(self, *_: Any, **__: Any) -> None:
+        """Drop every partition's clock (a Faust rebalance signal receiver): the timer then starts a
+        partition again from its table record, as a worker new to it does, instead of extrapolating
+        from when this worker last had it."""
+        self.base.clear()
+        self.current.clear()
+
     def observe(self, topic: str, partition: int, watermark: int, latest: int | None) -> None:
         """After a batch: the partition's watermark, and its latest event time if real events
         arrived (the point from which a quiet partition's event time is extrapolated)."""
@@ -54,6 +61,8 @@ class Clock:
 def register(ctx: Context, clock: Clock, table_by_topic: dict[str, Any]) -> None:
     app, settings = ctx.app, ctx.settings
     interval = max(0.5, settings.idle_timeout_seconds / 2)
+    app.on_partitions_revoked.connect(clock.forget)
+    app.on_partitions_assigned.connect(clock.forget)
     topics = {t.get_topic_name(): t for t in (ctx.topics.by_unit, ctx.topics.by_service)}
 
     @app.timer(interval, name="idle_ticks")

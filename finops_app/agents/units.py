@@ -159,6 +159,8 @@ def register(ctx: Context, clock: Clock) -> None:
     w_size, r_size = totals.size_ms, rois.size_ms
     budgets = settings.budgets
     sources = SourceClock(settings.idle_timeout_seconds)
+    app.on_partitions_revoked.connect(sources.forget)
+    app.on_partitions_assigned.connect(sources.forget)
 
     async def apply(
         partition: int,
@@ -266,6 +268,10 @@ def register(ctx: Context, clock: Clock) -> None:
                 items, repeats = fresh_items(st, src_id, group)
                 if repeats:
                     metrics.inc("duplicates_skipped_total", repeats, labels={"agent": "unit_windows"})
+                    # applied before (a retried batch, or a replay): their event times still move the
+                    # source, or the watermark falls behind the first attempt's and windows the
+                    # first attempt closed are emitted again under the same revision, changed
+                    sources.observe_source(prec, partition, src_id, max(i[2]["ts_ms"] for i in group))
                 if not items:
                     continue
                 applied += len(items)
@@ -323,21 +329,24 @@ def register(ctx: Context, clock: Clock) -> None:
             st["ma"].pop(old, None)
 
     async def _budget_alerts(unit: str, st: dict[str, Any], wm: int, outputs: list[Any]) -> None:
-        """Send the budget alerts now due; their delivery futures go to ``outputs``."""
+        """Send the budget alerts now due, for each month the unit's spend is kept for (this one and
+        the one before: a batch or a late event can add to a month the watermark has left); their
+        delivery futures go to ``outputs``."""
         amount = budgets.get(unit)
         if amount is None or not st["m"] or wm <= 0:
             return
-        start, end, month = budget_core.month_bounds(wm)
-        spent = Decimal(st["m"].get(month, "0"))
-        forecast = budget_core.forecast_month_end(spent, wm, start, end)
-        sent = st["ma"].setdefault(month, [])
-        for kind, threshold in budget_core.due_alerts(amount, spent, forecast, sent):
-            alert = budget_core.alert_record(
-                unit, month, kind, threshold, budget=amount, spent=spent, forecast=forecast, now_ms=wm
-            )
-            sent.append(budget_core.alert_key(kind, threshold))
-            outputs.append(await ctx.send(topics.budget_alerts, unit, orjson.dumps(alert)))
-            metrics.inc("events_out_total", labels={"topic": topics.budget_alerts.get_topic_name()})
+        for month in sorted(st["m"]):
+            start, end, _ = budget_core.month_bounds(budget_core.month_start_ms(month))
+            spent = Decimal(st["m"][month])
+            forecast = budget_core.forecast_month_end(spent, wm, start, end) if wm >= start else None
+            sent = st["ma"].setdefault(month, [])
+            for kind, threshold in budget_core.due_alerts(amount, spent, forecast, sent):
+                alert = budget_core.alert_record(
+                    unit, month, kind, threshold, budget=amount, spent=spent, forecast=forecast, now_ms=wm
+                )
+                sent.append(budget_core.alert_key(kind, threshold))
+                outputs.append(await ctx.send(topics.budget_alerts, unit, orjson.dumps(alert)))
+                metrics.inc("events_out_total", labels={"topic": topics.budget_alerts.get_topic_name()})
 
     @app.agent(topics.by_unit, name="unit_windows")
     async def unit_windows(stream: Any) -> None:

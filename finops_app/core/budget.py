@@ -41,6 +41,11 @@ def month_bounds(ts_ms: int) -> tuple[int, int, str]:
     return int(start.timestamp()) * 1000, int(end.timestamp()) * 1000, f"{dt.year:04d}-{dt.month:02d}"
 
 
+def month_start_ms(month: str) -> int:
+    """The first millisecond (UTC) of ``YYYY-MM``."""
+    return int(datetime(int(month[:4]), int(month[5:7]), 1, tzinfo=UTC).timestamp()) * 1000
+
+
 def burn(spent: Decimal, budget: Decimal) -> Decimal | None:
     """Spent as a fraction of the budget (``Decimal('0.8')`` is 80 %); None without a positive budget."""
     if budget <= 0:
