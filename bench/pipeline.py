@@ -2242,9 +2242,15 @@ def report(cfg: Config | None, R: dict[str, Any]) -> str:
             f"Python's garbage collector over the worker's whole run: {p.get('gc_seconds')} s in "
             f"{p.get('gc_collections')} collections by generation (`gc_threshold` "
             f"{p.get('gc_threshold')}, freeze {p.get('gc_freeze')}). "
-            "py-spy sampled the worker (100 Hz) for "
-            f"{p.get('profile_seconds_actual') or (cfg.profile_seconds if cfg else '?')} s of the drain (see "
-            "bench/profile.md); sampling pauses the worker briefly and costs some CPU on a 2-CPU machine.",
+            + (
+                "py-spy sampled the worker (100 Hz) for "
+                f"{p.get('profile_seconds_actual') or (cfg.profile_seconds if cfg else '?')} s of the drain "
+                "(see bench/profile.md); sampling pauses the worker briefly and costs some CPU on a 2-CPU "
+                "machine."
+                if p.get("profile_raw")
+                else "Not profiled (`--no-profile`, or py-spy not installed): bench/profile.md is from "
+                "an earlier run."
+            ),
         ]
         if p.get("note"):
             out.append(f"  - {p['note']}")
