@@ -312,9 +312,7 @@ class IntakeService(Service):
             pending = [f for b in self._pending for f in b.futures if not f.done()]
             if pending:
                 await asyncio.wait(pending)
-            rewinds = self.stats["rewinds"]
-            await self._advance(force=False)
-            if self.stats["rewinds"] != rewinds:
+            if not await self._advance(force=False):
                 return False
         return True
 
@@ -328,19 +326,20 @@ class IntakeService(Service):
                     labels={"topic": tp.topic, "partition": str(tp.partition)},
                 )
 
-    async def _advance(self, force: bool) -> None:
-        """Commit the acknowledged prefix of the pending batches (every COMMIT_INTERVAL_S, or now)."""
+    async def _advance(self, force: bool) -> bool:
+        """Commit the acknowledged prefix of the pending batches (every COMMIT_INTERVAL_S, or now);
+        False when a failed send rewound the consumer."""
         while self._pending and self._pending[0].done():
             head = self._pending[0]
             error = head.failed()
             if error is not None:
                 self._rewind(error)
-                return
+                return False
             self._carry.update(head.next)
             self._pending.popleft()
-        if not self._carry or (not force and time.monotonic() - self._last_commit < COMMIT_INTERVAL_S):
-            return
-        await self._commit()
+        if self._carry and (force or time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S):
+            await self._commit()
+        return True
 
     async def _commit(self) -> None:
         assigned = self._consumer.assignment()

@@ -105,10 +105,12 @@ def store_unit(table: Any, unit: str, state: UnitState) -> None:
     """
     # a first archive of one kind (settle does not read the key when its own kind had none): the
     # stored archive of the other kind shares the key, so read it before writing over it
-    if state.fetch_archive is not None and any(f in state for f in ARCHIVE_FIELDS):
-        stored_kinds = [f for f in ARCHIVE_FIELDS if f"{f[0]}x" in state and f not in state]
-        if stored_kinds:
-            state.fetch_archive()
+    if (
+        state.fetch_archive is not None
+        and any(f in state for f in ARCHIVE_FIELDS)  # a new archive of one kind ...
+        and any(f"{f[0]}x" in state and f not in state for f in ARCHIVE_FIELDS)  # ... another's stored
+    ):
+        state.fetch_archive()
     value = {f: v for f, v in state.items() if f not in ARCHIVE_FIELDS}
     archive = {f: state[f] for f in ARCHIVE_FIELDS if f in state}
     # not read and now present: there was none (archive_of reads it whenever there is one)

@@ -24,6 +24,7 @@ from finops_app.config import Settings
 from finops_app.core import rightsizing as rs
 from finops_app.core.prices import DEFAULT_PRICES
 from finops_app.sinks import rows
+from tests.unit.test_rightsizing import sample as rightsizing_sample
 
 HOUR = 3_600_000
 T0 = 1_736_899_200_000  # 2025-01-15T00:00:00Z
@@ -208,22 +209,7 @@ class FakeEC2:
 
 
 def sample(ts_ms: int, u: float, itype: str) -> dict[str, Any]:
-    return {
-        "event_id": f"e{ts_ms}",
-        "resource_id": "i-0abc",
-        "resource_type": "instance",
-        "instance_type": itype,
-        "metric": "cpu",
-        "utilisation": u,
-        "hourly_cost": "0",
-        "service": "ec2",
-        "region": "us-east-1",
-        "business_unit": "retail",
-        "environment": "production",
-        "stateless": False,
-        "ts_ms": ts_ms,
-        "metadata": {},
-    }
+    return rightsizing_sample(ts_ms, u, instance_type=itype)
 
 
 LIVE = Settings(actions_enabled=True, actions_dry_run=False)

@@ -76,13 +76,20 @@ async def wait_for_load(loader: BlockingLoader) -> None:
     raise AssertionError("no load started")
 
 
-async def test_a_revocation_waits_for_the_load_in_flight_and_commits_its_rows() -> None:
-    svc, loader, consumer, tp = sink(batch_rows=10)
+async def revoke_during_a_load(batch_rows: int) -> tuple[Any, Any, BlockingLoader, Consumer, Any]:
+    """Three rows of one partition buffered, a flush started, and the partition revoked while the
+    flush's first load runs: (flush task, revoke task, loader, consumer, partition)."""
+    svc, loader, consumer, tp = sink(batch_rows)
     for offset in range(3):
         svc.ingest(tp, cost_event(offset, tp))
     flush = asyncio.create_task(svc.flush(force=True))
     await wait_for_load(loader)
     revoke = asyncio.create_task(svc.on_revoked({tp}))
+    return flush, revoke, loader, consumer, tp
+
+
+async def test_a_revocation_waits_for_the_load_in_flight_and_commits_its_rows() -> None:
+    flush, revoke, loader, consumer, tp = await revoke_during_a_load(batch_rows=10)
     await asyncio.sleep(0.3)
     assert not revoke.done()  # the rebalance waits: the new owner cannot load these rows yet
     loader.release.set()
@@ -92,12 +99,7 @@ async def test_a_revocation_waits_for_the_load_in_flight_and_commits_its_rows() 
 
 
 async def test_rows_of_a_revoked_partition_are_not_loaded_by_a_later_load_of_the_same_flush() -> None:
-    svc, loader, consumer, tp = sink(batch_rows=1)
-    for offset in range(3):
-        svc.ingest(tp, cost_event(offset, tp))
-    flush = asyncio.create_task(svc.flush(force=True))
-    await wait_for_load(loader)
-    revoke = asyncio.create_task(svc.on_revoked({tp}))
+    flush, revoke, loader, consumer, tp = await revoke_during_a_load(batch_rows=1)
     await asyncio.sleep(0.05)
     loader.release.set()
     await asyncio.wait_for(revoke, 10)
